@@ -1,0 +1,299 @@
+//! Given events / when command / then events, plus property tests over random histories.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::domain::time::Ts;
+
+const DAY: i64 = 86_400_000;
+
+fn ts(s: &str) -> Ts {
+    Ts::parse_rfc3339(s).unwrap()
+}
+
+/// A live account plus every event it recorded, advanced the way the actor does it.
+struct Books {
+    acct: Account,
+    log: Vec<Event>,
+    pricing: Pricing,
+}
+
+impl Books {
+    fn new(plan: &str, at: Ts) -> Books {
+        let pricing = Pricing::standard();
+        let created = Account::create("acct-1", plan, at, at, &pricing).unwrap();
+        let mut acct = Account::empty("acct-1");
+        acct.apply(&created);
+        Books { acct, log: vec![created], pricing }
+    }
+
+    fn catch_up(&mut self, now: Ts) {
+        while let Some((at, body)) = self.acct.next_due(now, &self.pricing) {
+            let ev = self.acct.record(body, at, &self.pricing.thresholds);
+            self.log.push(ev);
+        }
+    }
+
+    fn run(&mut self, cmd: Command, now: Ts) -> Result<Event, Refusal> {
+        self.catch_up(now);
+        let body = self.acct.decide(&cmd, now, &self.pricing)?;
+        let ev = self.acct.record(body, now, &self.pricing.thresholds);
+        self.log.push(ev.clone());
+        self.acct.check_books().unwrap();
+        Ok(ev)
+    }
+
+    fn replay(&self, upto: usize) -> Account {
+        let mut a = Account::empty("acct-1");
+        for ev in &self.log[..upto] {
+            a.apply(ev);
+        }
+        a
+    }
+}
+
+fn debit(op: &str, qty: u32, key: &str) -> Command {
+    Command::Debit { operation: op.into(), quantity: qty, metadata: vec![], idempotency_key: key.into() }
+}
+
+#[test]
+fn the_credits_page_numbers() {
+    let t0 = ts("2026-11-01T00:00:00Z");
+    let mut b = Books::new("free", t0);
+    assert_eq!(b.acct.available(), Credits(50));
+    for i in 0..15 {
+        b.run(debit("sample_image", 1, &format!("k{i}")), t0).unwrap();
+    }
+    assert_eq!(b.acct.available(), Credits(5));
+    let refused = b.run(debit("video_generation", 1, "v"), t0).unwrap_err();
+    assert_eq!(refused, Refusal::InsufficientCredits { required: Credits(8), available: Credits(5) });
+    // The refusal recorded nothing.
+    assert_eq!(b.log.len(), 16);
+}
+
+#[test]
+fn consumption_order_monthly_free_packs() {
+    let t0 = ts("2026-11-01T00:00:00Z");
+    let mut b = Books::new("starter", t0);
+    b.run(Command::Purchase { pack: "pack_100".into(), payment_ref: "p1".into() }, t0).unwrap();
+    let ev = b.run(debit("face_generation", 11, "k"), t0).unwrap(); // 55 credits
+    match ev.body {
+        EventBody::Debited { taken, .. } => {
+            assert_eq!(taken, Buckets { monthly: Credits(50), free: Credits(5), packs: Credits(0) })
+        }
+        other => panic!("{other:?}"),
+    }
+    let ev = b.run(debit("face_generation", 10, "k2"), t0).unwrap(); // 50: 45 free + 5 packs
+    assert_eq!(ev.after, Buckets { monthly: Credits(0), free: Credits(0), packs: Credits(95) });
+}
+
+#[test]
+fn reset_expires_monthly_keeps_packs_and_records_the_boundary() {
+    let anchor = ts("2027-01-31T10:00:00Z");
+    let mut b = Books::new("growth", anchor);
+    b.run(Command::Purchase { pack: "pack_100".into(), payment_ref: "p".into() }, anchor).unwrap();
+    b.run(debit("sample_image", 10, "k"), anchor).unwrap(); // 30 from monthly
+    // Handled on April 2nd: three periods rolled, at Feb 28, Mar 31 (not Apr 30 yet).
+    b.run(debit("caption_generation", 1, "k2"), ts("2027-04-02T00:00:00Z")).unwrap();
+    let resets: Vec<(Ts, Credits)> = b
+        .log
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::PeriodReset { expired, .. } => Some((e.at, *expired)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resets, vec![(ts("2027-02-28T10:00:00Z"), Credits(170)), (ts("2027-03-31T10:00:00Z"), Credits(200))]);
+    assert_eq!(b.acct.balances, Buckets { monthly: Credits(199), free: Credits(50), packs: Credits(100) });
+    assert_eq!(b.acct.next_reset_at(), ts("2027-04-30T10:00:00Z"));
+}
+
+#[test]
+fn upgrade_now_downgrade_at_next_period() {
+    let t0 = ts("2026-11-10T00:00:00Z");
+    let mut b = Books::new("starter", t0);
+    b.run(Command::ChangePlan { plan: "growth".into(), idempotency_key: "u".into() }, t0).unwrap();
+    assert_eq!(b.acct.plan, "growth");
+    assert_eq!(b.acct.balances.monthly, Credits(200));
+    b.run(Command::ChangePlan { plan: "free".into(), idempotency_key: "d".into() }, t0).unwrap();
+    assert_eq!(b.acct.plan, "growth");
+    assert_eq!(b.acct.pending_plan.as_deref(), Some("free"));
+    b.catch_up(ts("2026-12-10T00:00:00Z"));
+    assert_eq!(b.acct.plan, "free");
+    assert_eq!(b.acct.pending_plan, None);
+    assert_eq!(b.acct.balances.monthly, Credits(0));
+    let err = b.run(Command::ChangePlan { plan: "free".into(), idempotency_key: "x".into() }, ts("2026-12-11T00:00:00Z"));
+    assert_eq!(err.unwrap_err(), Refusal::PlanUnchanged("free".into()));
+}
+
+#[test]
+fn returning_to_the_current_plan_cancels_a_pending_downgrade() {
+    let t0 = ts("2026-11-10T00:00:00Z");
+    let mut b = Books::new("agency", t0);
+    b.run(Command::ChangePlan { plan: "starter".into(), idempotency_key: "d".into() }, t0).unwrap();
+    b.run(Command::ChangePlan { plan: "agency".into(), idempotency_key: "u".into() }, t0).unwrap();
+    assert_eq!(b.acct.pending_plan, None);
+    assert_eq!(b.acct.balances.monthly, Credits(500));
+}
+
+#[test]
+fn hold_capture_returns_the_rest_and_expires_monthly_of_a_past_period() {
+    let t0 = ts("2026-11-10T00:00:00Z");
+    let mut b = Books::new("starter", t0);
+    let hold = Command::PlaceHold { operation: "video_generation".into(), quantity: 7, ttl_ms: 60 * DAY, idempotency_key: "h".into() };
+    b.run(hold, t0).unwrap(); // 56: 50 monthly + 6 free
+    assert_eq!(b.acct.held(), Credits(56));
+    // Capture 10 after the period ended: spends 10 monthly, the other 40 monthly expire.
+    let ev = b.run(Command::Capture { hold_id: 1, credits: Some(Credits(10)), idempotency_key: "c".into() }, ts("2026-12-11T00:00:00Z")).unwrap();
+    match ev.body {
+        EventBody::HoldCaptured { spent, returned, expired, .. } => {
+            assert_eq!(spent.monthly, Credits(10));
+            assert_eq!(returned, Buckets { monthly: Credits(0), free: Credits(6), packs: Credits(0) });
+            assert_eq!(expired, Credits(40));
+        }
+        other => panic!("{other:?}"),
+    }
+    let again = b.run(Command::Capture { hold_id: 1, credits: None, idempotency_key: "c2".into() }, ts("2026-12-11T00:00:00Z"));
+    assert_eq!(again.unwrap_err(), Refusal::HoldClosed(1));
+    let unknown = b.run(Command::Release { hold_id: 9, idempotency_key: "r".into() }, ts("2026-12-11T00:00:00Z"));
+    assert_eq!(unknown.unwrap_err(), Refusal::HoldNotFound(9));
+}
+
+#[test]
+fn an_expired_hold_releases_itself_at_its_expiry() {
+    let t0 = ts("2026-11-10T00:00:00Z");
+    let mut b = Books::new("free", t0);
+    b.run(Command::PlaceHold { operation: "sample_image".into(), quantity: 2, ttl_ms: 900_000, idempotency_key: "h".into() }, t0).unwrap();
+    assert_eq!(b.acct.available(), Credits(44));
+    b.catch_up(t0.plus_millis(899_999));
+    assert_eq!(b.acct.holds.len(), 1);
+    b.catch_up(t0.plus_millis(900_000));
+    assert!(b.acct.holds.is_empty());
+    assert_eq!(b.acct.available(), Credits(50));
+    let last = b.log.last().unwrap();
+    assert_eq!(last.at, t0.plus_millis(900_000));
+    assert!(matches!(last.body, EventBody::HoldReleased { reason: ReleaseReason::Expired, .. }));
+}
+
+#[test]
+fn alerts_for_a_starter_account_spent_down() {
+    let t0 = ts("2026-11-10T00:00:00Z");
+    let mut b = Books::new("starter", t0); // budget 100 = 50 monthly + 50 free
+    let mut fired = vec![];
+    for i in 0..100 {
+        let ev = b.run(debit("caption_generation", 1, &format!("k{i}")), t0).unwrap();
+        for t in ev.alerts.fired_thresholds() {
+            fired.push((b.acct.available().get(), t));
+        }
+    }
+    assert_eq!(fired, vec![(25, 25), (10, 10), (0, 0)]);
+    assert!(b.acct.paused());
+    let ev = b.run(Command::Purchase { pack: "pack_100".into(), payment_ref: "p".into() }, t0).unwrap();
+    // Budget 200, available 100: 50% re-arms every threshold and replenishes.
+    assert_eq!(ev.alerts.rearmed_thresholds(), vec![25, 10, 0]);
+    assert!(ev.alerts.replenished());
+}
+
+#[test]
+fn overflowing_grants_are_refused() {
+    let t0 = ts("2026-11-10T00:00:00Z");
+    let mut b = Books::new("free", t0);
+    let grant = |c| Command::Grant { bucket: Bucket::Packs, credits: Credits(c), reason: "r".into(), idempotency_key: "g".into() };
+    assert_eq!(b.run(grant(u64::MAX), t0).unwrap_err(), Refusal::Overflow { field: "credits" });
+    b.run(grant(u64::MAX - 50), t0).unwrap();
+}
+
+// ---- property tests ----
+
+#[derive(Clone, Debug)]
+enum Step {
+    Debit(u8, u32),
+    Hold(u8, u32, u32),
+    Capture(u8, Option<u32>),
+    Release(u8),
+    Plan(u8),
+    Purchase(u8),
+    Grant(u8, u32),
+    Wait(u32),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (0u8..4, 1u32..20).prop_map(|(o, q)| Step::Debit(o, q)),
+        2 => (0u8..4, 1u32..10, 1u32..(40 * 24)).prop_map(|(o, q, h)| Step::Hold(o, q, h)),
+        1 => (0u8..8, proptest::option::of(0u32..60)).prop_map(|(h, c)| Step::Capture(h, c)),
+        1 => (0u8..8).prop_map(Step::Release),
+        1 => (0u8..4).prop_map(Step::Plan),
+        1 => (0u8..4).prop_map(Step::Purchase),
+        1 => (0u8..3, 1u32..500).prop_map(|(b, c)| Step::Grant(b, c)),
+        2 => (0u32..(50 * 24)).prop_map(Step::Wait),
+    ]
+}
+
+fn to_command(s: &Step, i: usize, b: &Books) -> Option<Command> {
+    let ops: Vec<&String> = b.pricing.operations.keys().collect();
+    let plans: Vec<&String> = b.pricing.plans.keys().collect();
+    let packs: Vec<&String> = b.pricing.packs.keys().collect();
+    let key = format!("k{i}");
+    let hold_id = |h: u8| b.acct.next_hold_id.saturating_sub(1 + h as u64).max(1);
+    Some(match s {
+        Step::Debit(o, q) => Command::Debit { operation: ops[*o as usize].clone(), quantity: *q, metadata: vec![], idempotency_key: key },
+        Step::Hold(o, q, h) => Command::PlaceHold { operation: ops[*o as usize].clone(), quantity: *q, ttl_ms: *h as i64 * 3_600_000, idempotency_key: key },
+        Step::Capture(h, c) => Command::Capture { hold_id: hold_id(*h), credits: c.map(|c| Credits(c as u64)), idempotency_key: key },
+        Step::Release(h) => Command::Release { hold_id: hold_id(*h), idempotency_key: key },
+        Step::Plan(p) => Command::ChangePlan { plan: plans[*p as usize].clone(), idempotency_key: key },
+        Step::Purchase(p) => Command::Purchase { pack: packs[*p as usize].clone(), payment_ref: key },
+        Step::Grant(bk, c) => Command::Grant { bucket: Bucket::ALL[*bk as usize], credits: Credits(*c as u64), reason: "r".into(), idempotency_key: key },
+        Step::Wait(_) => return None,
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Random histories: no bucket below zero (apply would panic), books balance after
+    /// every step, replay equals live state, and snapshot + tail equals full replay.
+    #[test]
+    fn random_histories_keep_the_books(plan in 0u8..4, steps in proptest::collection::vec(step(), 1..80), cut in any::<prop::sample::Index>()) {
+        let t0 = ts("2027-01-31T10:00:00Z");
+        let plans: Vec<String> = Pricing::standard().plans.keys().cloned().collect();
+        let mut b = Books::new(&plans[plan as usize], t0);
+        let mut now = t0;
+        for (i, s) in steps.iter().enumerate() {
+            if let Step::Wait(h) = s {
+                now = now.plus_millis(*h as i64 * 3_600_000);
+                b.catch_up(now);
+            } else if let Some(cmd) = to_command(s, i, &b) {
+                let before = b.log.len();
+                if b.run(cmd, now).is_err() {
+                    // A refusal records nothing beyond the catch-up it needed.
+                    b.acct.check_books().unwrap();
+                    prop_assert!(b.log.len() >= before);
+                }
+            }
+            b.acct.check_books().map_err(TestCaseError::fail)?;
+            prop_assert!(b.acct.period_start() <= now || b.acct.period == period_index(b.acct.anchor, now));
+        }
+        let full = b.replay(b.log.len());
+        prop_assert_eq!(&full, &b.acct);
+        // Snapshot at any point + the tail after it = the full replay.
+        let at = cut.index(b.log.len());
+        let mut snap = b.replay(at);
+        for ev in &b.log[at..] { snap.apply(ev); }
+        prop_assert_eq!(&snap, &full);
+        // Sequence numbers have no gaps.
+        for (i, ev) in b.log.iter().enumerate() { prop_assert_eq!(ev.seq, i as u64 + 1); }
+    }
+
+    #[test]
+    fn add_months_keeps_the_anchor_day_or_the_months_last(day in 1u8..=31, month in 1u8..=12, k in 0i64..200) {
+        let days = time::util::days_in_year_month(2027, time::Month::try_from(month).unwrap());
+        let day = day.min(days);
+        let anchor = ts(&format!("2027-{month:02}-{day:02}T08:30:00Z"));
+        let start = add_months(anchor, k);
+        let next = add_months(anchor, k + 1);
+        prop_assert!(start < next);
+        prop_assert_eq!(period_index(anchor, start), k);
+        prop_assert_eq!(period_index(anchor, next.plus_millis(-1)), k);
+    }
+}

@@ -1,0 +1,136 @@
+//! Events: what happened to an account, one per mutation. The account's event log is the
+//! write-ahead log and the usage history at once, so every event carries what the ledger
+//! shows (the balances after it) and what the feed announces (the alerts it fired).
+
+use serde::{Deserialize, Serialize};
+
+use super::alerts::AlertChange;
+use super::credits::{Bucket, Buckets, Credits};
+use super::time::Ts;
+
+/// One recorded mutation of one account. `seq` starts at 1 and has no gaps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub at: Ts,
+    pub body: EventBody,
+    /// Balances right after this event; replay asserts it reaches the same numbers.
+    pub after: Buckets,
+    pub held_after: Credits,
+    pub alerts: AlertChange,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReleaseReason {
+    /// The client released it.
+    Released,
+    /// Its TTL ran out.
+    Expired,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventBody {
+    Created {
+        id: String,
+        plan: String,
+        anchor: Ts,
+        period: i64,
+        free: Credits,
+        monthly: Credits,
+    },
+    Debited {
+        operation: String,
+        quantity: u32,
+        credits: Credits,
+        taken: Buckets,
+        idempotency_key: String,
+        metadata: Vec<(String, String)>,
+    },
+    /// The period `period` started at `Event::at` (the boundary instant). What was left of
+    /// `monthly` expired; the plan's allocation (of `plan`, which may be a pending
+    /// downgrade taking effect) was granted.
+    PeriodReset {
+        period: i64,
+        expired: Credits,
+        plan: String,
+        allocation: Credits,
+    },
+    PlanChanged {
+        from: String,
+        to: String,
+        /// An upgrade (or a return to the current plan) takes effect now; a downgrade at
+        /// the next period start.
+        immediate: bool,
+        granted: Credits,
+        idempotency_key: String,
+    },
+    Purchased {
+        pack: String,
+        credits: Credits,
+        price_cents: u64,
+        payment_ref: String,
+    },
+    Granted {
+        bucket: Bucket,
+        credits: Credits,
+        reason: String,
+        idempotency_key: String,
+    },
+    HoldPlaced {
+        hold_id: u64,
+        operation: String,
+        quantity: u32,
+        credits: Credits,
+        taken: Buckets,
+        expires_at: Ts,
+        idempotency_key: String,
+    },
+    HoldCaptured {
+        hold_id: u64,
+        /// Spent, by bucket (expiring-first credits are spent first).
+        spent: Buckets,
+        returned: Buckets,
+        expired: Credits,
+        idempotency_key: String,
+    },
+    HoldReleased {
+        hold_id: u64,
+        returned: Buckets,
+        expired: Credits,
+        reason: ReleaseReason,
+        idempotency_key: String,
+    },
+}
+
+impl EventBody {
+    /// The ledger's name for this kind of entry.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventBody::Created { .. } => "account_created",
+            EventBody::Debited { .. } => "debit",
+            EventBody::PeriodReset { .. } => "reset",
+            EventBody::PlanChanged { .. } => "plan_change",
+            EventBody::Purchased { .. } => "purchase",
+            EventBody::Granted { .. } => "grant",
+            EventBody::HoldPlaced { .. } => "hold",
+            EventBody::HoldCaptured { .. } => "capture",
+            EventBody::HoldReleased { .. } => "release",
+        }
+    }
+
+    /// The idempotency key the client sent with it, if any.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        match self {
+            EventBody::Debited { idempotency_key, .. }
+            | EventBody::PlanChanged { idempotency_key, .. }
+            | EventBody::Granted { idempotency_key, .. }
+            | EventBody::HoldPlaced { idempotency_key, .. }
+            | EventBody::HoldCaptured { idempotency_key, .. }
+            | EventBody::HoldReleased { idempotency_key, .. } => {
+                (!idempotency_key.is_empty()).then_some(idempotency_key.as_str())
+            }
+            EventBody::Purchased { payment_ref, .. } => Some(payment_ref),
+            EventBody::Created { .. } | EventBody::PeriodReset { .. } => None,
+        }
+    }
+}

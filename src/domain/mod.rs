@@ -1,0 +1,20 @@
+//! The books, as pure functions of state, command and time.
+//!
+//! Nothing here knows tokio, sled, hyper, serde_json or the system clock: `now` is an
+//! argument, so the calendar (the 31st, leap days, skipped periods) is tested without
+//! waiting. `decide` holds every rule and answers an event or a refusal; `apply` only
+//! records an event and cannot fail (a broken invariant there is a bug and panics).
+
+pub mod account;
+pub mod alerts;
+pub mod credits;
+pub mod event;
+pub mod pricing;
+pub mod time;
+
+pub use account::{Account, Command, Hold, Refusal};
+pub use alerts::AlertChange;
+pub use credits::{Bucket, Buckets, Credits};
+pub use event::{Event, EventBody, ReleaseReason};
+pub use pricing::{Pack, Pricing};
+pub use time::Ts;
