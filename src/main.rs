@@ -1,1 +1,179 @@
-fn main(){}
+//! The `creditsd` command line: serve, check-config, audit, hash-token.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use creditsd::config::Config;
+
+#[derive(Parser)]
+#[command(name = "creditsd", version, about = "Credits accounting daemon")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon (the default command).
+    Serve {
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
+        /// Overrides [server] listen (127.0.0.1:0 picks a free port).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Overrides [storage] path.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Validate a config file; a bad value is named by its key.
+    CheckConfig {
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Replay every account's log and check the books; non-zero exit on any mismatch.
+    Audit {
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Print the SHA-256 of a token for [[auth.tokens]] (reads stdin without an argument).
+    HashToken { token: Option<String> },
+}
+
+fn load(
+    path: &PathBuf,
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+) -> Result<Config, String> {
+    let mut config = Config::load(path).map_err(|e| e.to_string())?;
+    if let Some(d) = data_dir {
+        config.storage.path = d;
+    }
+    if let Some(l) = listen {
+        config.server.listen = l.to_string();
+    }
+    Ok(config)
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Cmd::Serve {
+        config: "config.toml".into(),
+        listen: None,
+        data_dir: None,
+    });
+    match command {
+        Cmd::Serve {
+            config,
+            listen,
+            data_dir,
+        } => {
+            let config = match load(&config, data_dir, listen) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("creditsd: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(&config);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match runtime.block_on(creditsd::daemon::run(config, shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("creditsd: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Cmd::CheckConfig { config } => match Config::load(&config) {
+            Ok(c) => match creditsd::daemon::check_exposure(&c) {
+                Ok(()) => {
+                    println!("{}: ok", config.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", config.display());
+                    ExitCode::from(2)
+                }
+            },
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Cmd::Audit { config, data_dir } => {
+            let config = match load(&config, data_dir, None) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("creditsd: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let store = match creditsd::daemon::open_store(&config) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!(
+                        "creditsd audit: opening {}: {e} (is the daemon running?)",
+                        config.storage.path.display()
+                    );
+                    return ExitCode::from(2);
+                }
+            };
+            let report = creditsd::audit::audit(&*store);
+            for p in &report.problems {
+                println!("PROBLEM {p}");
+            }
+            println!(
+                "audited {} accounts, {} events: {} problems",
+                report.accounts,
+                report.events,
+                report.problems.len()
+            );
+            if report.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Cmd::HashToken { token } => {
+            let token = token.unwrap_or_else(|| {
+                let mut s = String::new();
+                let _ = std::io::stdin().read_line(&mut s);
+                s.trim_end_matches(['\n', '\r']).to_string()
+            });
+            println!("{}", creditsd::http::auth::hash_token(&token));
+            ExitCode::SUCCESS
+        }
+    }
+}

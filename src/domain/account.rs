@@ -59,35 +59,81 @@ pub struct Account {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    Debit { operation: String, quantity: u32, metadata: Vec<(String, String)>, idempotency_key: String },
-    PlaceHold { operation: String, quantity: u32, ttl_ms: i64, idempotency_key: String },
-    Capture { hold_id: u64, credits: Option<Credits>, idempotency_key: String },
-    Release { hold_id: u64, idempotency_key: String },
-    ChangePlan { plan: String, idempotency_key: String },
-    Purchase { pack: String, payment_ref: String },
-    Grant { bucket: Bucket, credits: Credits, reason: String, idempotency_key: String },
+    Debit {
+        operation: String,
+        quantity: u32,
+        metadata: Vec<(String, String)>,
+        idempotency_key: String,
+    },
+    PlaceHold {
+        operation: String,
+        quantity: u32,
+        ttl_ms: i64,
+        idempotency_key: String,
+    },
+    Capture {
+        hold_id: u64,
+        credits: Option<Credits>,
+        idempotency_key: String,
+    },
+    Release {
+        hold_id: u64,
+        idempotency_key: String,
+    },
+    ChangePlan {
+        plan: String,
+        idempotency_key: String,
+    },
+    Purchase {
+        pack: String,
+        payment_ref: String,
+    },
+    Grant {
+        bucket: Bucket,
+        credits: Credits,
+        reason: String,
+        idempotency_key: String,
+    },
 }
 
 /// A business refusal: a value, not an error. The request changes nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
-    InsufficientCredits { required: Credits, available: Credits },
+    InsufficientCredits {
+        required: Credits,
+        available: Credits,
+    },
     UnknownOperation(String),
     UnknownPlan(String),
     UnknownPack(String),
     /// Checked arithmetic refused: the named field would overflow the books.
-    Overflow { field: &'static str },
+    Overflow {
+        field: &'static str,
+    },
     PlanUnchanged(String),
     HoldNotFound(u64),
     HoldClosed(u64),
-    CaptureExceedsHold { held: Credits, requested: Credits },
-    TooManyHolds { max: usize },
+    CaptureExceedsHold {
+        held: Credits,
+        requested: Credits,
+    },
+    TooManyHolds {
+        max: usize,
+    },
 }
 
 impl Account {
     /// The `Created` event of a new account: the free tier and the plan's first allocation.
-    pub fn create(id: &str, plan: &str, anchor: Ts, now: Ts, pricing: &Pricing) -> Result<Event, Refusal> {
-        let monthly = pricing.allocation(plan).ok_or_else(|| Refusal::UnknownPlan(plan.to_string()))?;
+    pub fn create(
+        id: &str,
+        plan: &str,
+        anchor: Ts,
+        now: Ts,
+        pricing: &Pricing,
+    ) -> Result<Event, Refusal> {
+        let monthly = pricing
+            .allocation(plan)
+            .ok_or_else(|| Refusal::UnknownPlan(plan.to_string()))?;
         let body = EventBody::Created {
             id: id.to_string(),
             plan: plan.to_string(),
@@ -96,7 +142,9 @@ impl Account {
             free: pricing.free_tier,
             monthly,
         };
-        monthly.checked_add(pricing.free_tier).ok_or(Refusal::Overflow { field: "plan" })?;
+        monthly
+            .checked_add(pricing.free_tier)
+            .ok_or(Refusal::Overflow { field: "plan" })?;
         let mut acct = Account::empty(id);
         Ok(acct.record(body, now, &pricing.thresholds))
     }
@@ -124,7 +172,9 @@ impl Account {
         self.balances.total()
     }
     pub fn held(&self) -> Credits {
-        self.holds.values().fold(Credits::ZERO, |s, h| s.plus(h.credits))
+        self.holds
+            .values()
+            .fold(Credits::ZERO, |s, h| s.plus(h.credits))
     }
     pub fn period_start(&self) -> Ts {
         add_months(self.anchor, self.period)
@@ -140,7 +190,10 @@ impl Account {
     /// `granted = debited + expired + held + available`, or a description of the mismatch.
     pub fn check_books(&self) -> Result<(), String> {
         let t = self.totals;
-        let rhs = t.debited.get() as u128 + t.expired.get() as u128 + self.held().get() as u128 + self.available().get() as u128;
+        let rhs = t.debited.get() as u128
+            + t.expired.get() as u128
+            + self.held().get() as u128
+            + self.available().get() as u128;
         if t.granted.get() as u128 == rhs {
             Ok(())
         } else {
@@ -176,13 +229,21 @@ impl Account {
                 ))
             }
             _ if reset_at <= now => {
-                let plan = self.pending_plan.clone().unwrap_or_else(|| self.plan.clone());
+                let plan = self
+                    .pending_plan
+                    .clone()
+                    .unwrap_or_else(|| self.plan.clone());
                 // A plan removed from the config after it was chosen keeps nothing: it
                 // allocates 0 rather than refusing to roll the period over.
                 let allocation = pricing.allocation(&plan).unwrap_or(Credits::ZERO);
                 Some((
                     reset_at,
-                    EventBody::PeriodReset { period: self.period + 1, expired: self.balances.monthly, plan, allocation },
+                    EventBody::PeriodReset {
+                        period: self.period + 1,
+                        expired: self.balances.monthly,
+                        plan,
+                        allocation,
+                    },
                 ))
             }
             _ => None,
@@ -192,7 +253,11 @@ impl Account {
     /// The earliest instant at which `next_due` will have something, for the actor's timer.
     pub fn next_wakeup(&self) -> Ts {
         let reset_at = self.next_reset_at();
-        self.holds.values().map(|h| h.expires_at).min().map_or(reset_at, |e| e.min(reset_at))
+        self.holds
+            .values()
+            .map(|h| h.expires_at)
+            .min()
+            .map_or(reset_at, |e| e.min(reset_at))
     }
 
     /// What returning `part` of a hold gives back to the buckets, and what expires: its
@@ -201,14 +266,25 @@ impl Account {
         if hold.period == self.period {
             (part, Credits::ZERO)
         } else {
-            (Buckets { monthly: Credits::ZERO, ..part }, part.monthly)
+            (
+                Buckets {
+                    monthly: Credits::ZERO,
+                    ..part
+                },
+                part.monthly,
+            )
         }
     }
 
     /// All the rules. The account must be current (no `next_due` left at `now`).
     pub fn decide(&self, cmd: &Command, now: Ts, pricing: &Pricing) -> Result<EventBody, Refusal> {
         match cmd {
-            Command::Debit { operation, quantity, metadata, idempotency_key } => {
+            Command::Debit {
+                operation,
+                quantity,
+                metadata,
+                idempotency_key,
+            } => {
                 let credits = self.cost(pricing, operation, *quantity)?;
                 let taken = self.take(credits)?;
                 Ok(EventBody::Debited {
@@ -220,10 +296,17 @@ impl Account {
                     metadata: metadata.clone(),
                 })
             }
-            Command::PlaceHold { operation, quantity, ttl_ms, idempotency_key } => {
+            Command::PlaceHold {
+                operation,
+                quantity,
+                ttl_ms,
+                idempotency_key,
+            } => {
                 let credits = self.cost(pricing, operation, *quantity)?;
                 if self.holds.len() >= pricing.holds_open_max {
-                    return Err(Refusal::TooManyHolds { max: pricing.holds_open_max });
+                    return Err(Refusal::TooManyHolds {
+                        max: pricing.holds_open_max,
+                    });
                 }
                 let taken = self.take(credits)?;
                 Ok(EventBody::HoldPlaced {
@@ -236,19 +319,35 @@ impl Account {
                     idempotency_key: idempotency_key.clone(),
                 })
             }
-            Command::Capture { hold_id, credits, idempotency_key } => {
+            Command::Capture {
+                hold_id,
+                credits,
+                idempotency_key,
+            } => {
                 let hold = self.open_hold(*hold_id)?;
                 let amount = credits.unwrap_or(hold.credits);
                 if amount > hold.credits {
-                    return Err(Refusal::CaptureExceedsHold { held: hold.credits, requested: amount });
+                    return Err(Refusal::CaptureExceedsHold {
+                        held: hold.credits,
+                        requested: amount,
+                    });
                 }
                 let spent = hold.taken.plan_take(amount).expect("amount <= hold total");
                 let mut rest = hold.taken;
                 rest.sub(&spent);
                 let (returned, expired) = self.give_back(hold, rest);
-                Ok(EventBody::HoldCaptured { hold_id: *hold_id, spent, returned, expired, idempotency_key: idempotency_key.clone() })
+                Ok(EventBody::HoldCaptured {
+                    hold_id: *hold_id,
+                    spent,
+                    returned,
+                    expired,
+                    idempotency_key: idempotency_key.clone(),
+                })
             }
-            Command::Release { hold_id, idempotency_key } => {
+            Command::Release {
+                hold_id,
+                idempotency_key,
+            } => {
                 let hold = self.open_hold(*hold_id)?;
                 let (returned, expired) = self.give_back(hold, hold.taken);
                 Ok(EventBody::HoldReleased {
@@ -259,8 +358,13 @@ impl Account {
                     idempotency_key: idempotency_key.clone(),
                 })
             }
-            Command::ChangePlan { plan, idempotency_key } => {
-                let new = pricing.allocation(plan).ok_or_else(|| Refusal::UnknownPlan(plan.clone()))?;
+            Command::ChangePlan {
+                plan,
+                idempotency_key,
+            } => {
+                let new = pricing
+                    .allocation(plan)
+                    .ok_or_else(|| Refusal::UnknownPlan(plan.clone()))?;
                 let old = pricing.allocation(&self.plan).unwrap_or(Credits::ZERO);
                 if *plan == self.plan && self.pending_plan.is_none() {
                     return Err(Refusal::PlanUnchanged(plan.clone()));
@@ -268,19 +372,34 @@ impl Account {
                 // Back to the current plan cancels a pending change; a larger allocation
                 // is an upgrade, effective now with the difference granted for this period.
                 let immediate = *plan == self.plan || new > old;
-                let granted = if immediate { new.checked_sub(old).unwrap_or(Credits::ZERO) } else { Credits::ZERO };
-                self.totals.granted.checked_add(granted).ok_or(Refusal::Overflow { field: "plan" })?;
+                let granted = if immediate {
+                    new.checked_sub(old).unwrap_or(Credits::ZERO)
+                } else {
+                    Credits::ZERO
+                };
+                let effective_at = if immediate { now } else { self.next_reset_at() };
+                self.totals
+                    .granted
+                    .checked_add(granted)
+                    .ok_or(Refusal::Overflow { field: "plan" })?;
                 Ok(EventBody::PlanChanged {
                     from: self.plan.clone(),
                     to: plan.clone(),
                     immediate,
+                    effective_at,
                     granted,
                     idempotency_key: idempotency_key.clone(),
                 })
             }
             Command::Purchase { pack, payment_ref } => {
-                let p = pricing.packs.get(pack).ok_or_else(|| Refusal::UnknownPack(pack.clone()))?;
-                self.totals.granted.checked_add(p.credits).ok_or(Refusal::Overflow { field: "pack" })?;
+                let p = pricing
+                    .packs
+                    .get(pack)
+                    .ok_or_else(|| Refusal::UnknownPack(pack.clone()))?;
+                self.totals
+                    .granted
+                    .checked_add(p.credits)
+                    .ok_or(Refusal::Overflow { field: "pack" })?;
                 Ok(EventBody::Purchased {
                     pack: pack.clone(),
                     credits: p.credits,
@@ -288,8 +407,16 @@ impl Account {
                     payment_ref: payment_ref.clone(),
                 })
             }
-            Command::Grant { bucket, credits, reason, idempotency_key } => {
-                self.totals.granted.checked_add(*credits).ok_or(Refusal::Overflow { field: "credits" })?;
+            Command::Grant {
+                bucket,
+                credits,
+                reason,
+                idempotency_key,
+            } => {
+                self.totals
+                    .granted
+                    .checked_add(*credits)
+                    .ok_or(Refusal::Overflow { field: "credits" })?;
                 Ok(EventBody::Granted {
                     bucket: *bucket,
                     credits: *credits,
@@ -301,20 +428,29 @@ impl Account {
     }
 
     fn cost(&self, pricing: &Pricing, operation: &str, quantity: u32) -> Result<Credits, Refusal> {
-        let price = pricing.price(operation).ok_or_else(|| Refusal::UnknownOperation(operation.to_string()))?;
-        price.checked_mul(quantity as u64).ok_or(Refusal::Overflow { field: "quantity" })
+        let price = pricing
+            .price(operation)
+            .ok_or_else(|| Refusal::UnknownOperation(operation.to_string()))?;
+        price
+            .checked_mul(quantity as u64)
+            .ok_or(Refusal::Overflow { field: "quantity" })
     }
 
     fn take(&self, credits: Credits) -> Result<Buckets, Refusal> {
         self.balances
             .plan_take(credits)
-            .ok_or(Refusal::InsufficientCredits { required: credits, available: self.available() })
+            .ok_or(Refusal::InsufficientCredits {
+                required: credits,
+                available: self.available(),
+            })
     }
 
     fn open_hold(&self, hold_id: u64) -> Result<&Hold, Refusal> {
         match self.holds.get(&hold_id) {
             Some(h) => Ok(h),
-            None if hold_id >= 1 && hold_id < self.next_hold_id => Err(Refusal::HoldClosed(hold_id)),
+            None if hold_id >= 1 && hold_id < self.next_hold_id => {
+                Err(Refusal::HoldClosed(hold_id))
+            }
             None => Err(Refusal::HoldNotFound(hold_id)),
         }
     }
@@ -323,20 +459,41 @@ impl Account {
     /// after and the alerts crossed, so the event is self-describing for ledger and feed.
     pub fn record(&mut self, body: EventBody, at: Ts, thresholds: &[u8]) -> Event {
         self.apply_body(&body, at);
-        let alerts = alerts::evaluate(self.alerts_fired, self.available(), self.period_budget, thresholds);
+        let alerts = alerts::evaluate(
+            self.alerts_fired,
+            self.available(),
+            self.period_budget,
+            thresholds,
+        );
         self.apply_alerts(alerts);
         self.seq += 1;
-        Event { seq: self.seq, at, body, after: self.balances, held_after: self.held(), alerts }
+        Event {
+            seq: self.seq,
+            at,
+            body,
+            after: self.balances,
+            held_after: self.held(),
+            alerts,
+        }
     }
 
     /// Replays one recorded event. Panics on a gap in sequence numbers or a balance that
     /// does not match what was recorded: both are bugs or corruption, never business.
     pub fn apply(&mut self, ev: &Event) {
-        assert_eq!(ev.seq, self.seq + 1, "invariant: account {} event sequence has a gap", self.id);
+        assert_eq!(
+            ev.seq,
+            self.seq + 1,
+            "invariant: account {} event sequence has a gap",
+            self.id
+        );
         self.apply_body(&ev.body, ev.at);
         self.apply_alerts(ev.alerts);
         self.seq = ev.seq;
-        assert_eq!(self.balances, ev.after, "invariant: account {} seq {} replays to other balances", self.id, ev.seq);
+        assert_eq!(
+            self.balances, ev.after,
+            "invariant: account {} seq {} replays to other balances",
+            self.id, ev.seq
+        );
     }
 
     fn apply_alerts(&mut self, change: AlertChange) {
@@ -350,25 +507,52 @@ impl Account {
 
     fn apply_body(&mut self, body: &EventBody, at: Ts) {
         match body {
-            EventBody::Created { id, plan, anchor, period, free, monthly } => {
+            EventBody::Created {
+                id,
+                plan,
+                anchor,
+                period,
+                free,
+                monthly,
+            } => {
                 assert_eq!(self.seq, 0, "invariant: Created is the first event");
                 self.id = id.clone();
                 self.created_at = at;
                 self.plan = plan.clone();
                 self.anchor = *anchor;
                 self.period = *period;
-                self.balances = Buckets { monthly: *monthly, free: *free, packs: Credits::ZERO };
+                self.balances = Buckets {
+                    monthly: *monthly,
+                    free: *free,
+                    packs: Credits::ZERO,
+                };
                 self.totals.granted = monthly.plus(*free);
                 self.period_budget = self.totals.granted;
             }
             EventBody::Debited { credits, taken, .. } => {
-                assert_eq!(taken.total(), *credits, "invariant: a debit takes exactly its credits");
+                assert_eq!(
+                    taken.total(),
+                    *credits,
+                    "invariant: a debit takes exactly its credits"
+                );
                 self.balances.sub(taken);
                 self.totals.debited = self.totals.debited.plus(*credits);
             }
-            EventBody::PeriodReset { period, expired, plan, allocation } => {
-                assert_eq!(*period, self.period + 1, "invariant: periods roll one at a time");
-                assert_eq!(*expired, self.balances.monthly, "invariant: a reset expires all of monthly");
+            EventBody::PeriodReset {
+                period,
+                expired,
+                plan,
+                allocation,
+            } => {
+                assert_eq!(
+                    *period,
+                    self.period + 1,
+                    "invariant: periods roll one at a time"
+                );
+                assert_eq!(
+                    *expired, self.balances.monthly,
+                    "invariant: a reset expires all of monthly"
+                );
                 self.totals.expired = self.totals.expired.plus(*expired);
                 self.balances.monthly = *allocation;
                 self.totals.granted = self.totals.granted.plus(*allocation);
@@ -377,7 +561,12 @@ impl Account {
                 self.pending_plan = None;
                 self.period_budget = self.available();
             }
-            EventBody::PlanChanged { to, immediate, granted, .. } => {
+            EventBody::PlanChanged {
+                to,
+                immediate,
+                granted,
+                ..
+            } => {
                 if *immediate {
                     self.plan = to.clone();
                     self.pending_plan = None;
@@ -391,14 +580,31 @@ impl Account {
                 self.balances.packs = self.balances.packs.plus(*credits);
                 self.add_granted(*credits);
             }
-            EventBody::Granted { bucket, credits, .. } => {
+            EventBody::Granted {
+                bucket, credits, ..
+            } => {
                 let v = self.balances.get(*bucket).plus(*credits);
                 *self.balances.get_mut(*bucket) = v;
                 self.add_granted(*credits);
             }
-            EventBody::HoldPlaced { hold_id, operation, quantity, credits, taken, expires_at, .. } => {
-                assert_eq!(taken.total(), *credits, "invariant: a hold takes exactly its credits");
-                assert_eq!(*hold_id, self.next_hold_id, "invariant: hold ids are sequential");
+            EventBody::HoldPlaced {
+                hold_id,
+                operation,
+                quantity,
+                credits,
+                taken,
+                expires_at,
+                ..
+            } => {
+                assert_eq!(
+                    taken.total(),
+                    *credits,
+                    "invariant: a hold takes exactly its credits"
+                );
+                assert_eq!(
+                    *hold_id, self.next_hold_id,
+                    "invariant: hold ids are sequential"
+                );
                 self.balances.sub(taken);
                 self.holds.insert(
                     *hold_id,
@@ -415,16 +621,41 @@ impl Account {
                 );
                 self.next_hold_id += 1;
             }
-            EventBody::HoldCaptured { hold_id, spent, returned, expired, .. } => {
-                let hold = self.holds.remove(hold_id).expect("invariant: captured hold is open");
-                assert_eq!(spent.total().plus(returned.total()).plus(*expired), hold.credits, "invariant: capture accounts for the hold");
+            EventBody::HoldCaptured {
+                hold_id,
+                spent,
+                returned,
+                expired,
+                ..
+            } => {
+                let hold = self
+                    .holds
+                    .remove(hold_id)
+                    .expect("invariant: captured hold is open");
+                assert_eq!(
+                    spent.total().plus(returned.total()).plus(*expired),
+                    hold.credits,
+                    "invariant: capture accounts for the hold"
+                );
                 self.totals.debited = self.totals.debited.plus(spent.total());
                 self.balances.add(returned);
                 self.totals.expired = self.totals.expired.plus(*expired);
             }
-            EventBody::HoldReleased { hold_id, returned, expired, .. } => {
-                let hold = self.holds.remove(hold_id).expect("invariant: released hold is open");
-                assert_eq!(returned.total().plus(*expired), hold.credits, "invariant: release accounts for the hold");
+            EventBody::HoldReleased {
+                hold_id,
+                returned,
+                expired,
+                ..
+            } => {
+                let hold = self
+                    .holds
+                    .remove(hold_id)
+                    .expect("invariant: released hold is open");
+                assert_eq!(
+                    returned.total().plus(*expired),
+                    hold.credits,
+                    "invariant: release accounts for the hold"
+                );
                 self.balances.add(returned);
                 self.totals.expired = self.totals.expired.plus(*expired);
             }

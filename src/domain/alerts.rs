@@ -34,7 +34,10 @@ impl AlertChange {
 }
 
 fn bits_desc(set: u128) -> Vec<u8> {
-    (0..=100u8).rev().filter(|t| set & (1u128 << t) != 0).collect()
+    (0..=100u8)
+        .rev()
+        .filter(|t| set & (1u128 << t) != 0)
+        .collect()
 }
 
 /// Whether `available / budget` is at or below `threshold` percent, in integers.
@@ -46,7 +49,12 @@ pub fn at_or_below(available: Credits, budget: Credits, threshold: u8) -> bool {
 }
 
 /// The alerts a move to (`available`, `budget`) causes, given the set already `fired`.
-pub fn evaluate(fired: u128, available: Credits, budget: Credits, thresholds: &[u8]) -> AlertChange {
+pub fn evaluate(
+    fired: u128,
+    available: Credits,
+    budget: Credits,
+    thresholds: &[u8],
+) -> AlertChange {
     let mut change = AlertChange::default();
     for &t in thresholds {
         let bit = 1u128 << t;
@@ -76,7 +84,19 @@ mod tests {
             fired = (fired | c.fired) & !c.rearmed;
             log.push(c.fired_thresholds());
         }
-        let expect: Vec<Vec<u8>> = vec![vec![], vec![], vec![], vec![25], vec![], vec![], vec![10], vec![], vec![], vec![0], vec![]];
+        let expect: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![],
+            vec![],
+            vec![25],
+            vec![],
+            vec![],
+            vec![10],
+            vec![],
+            vec![],
+            vec![0],
+            vec![],
+        ];
         assert_eq!(log, expect);
     }
 

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 /// A number of credits. There is no subtraction that can wrap and no float anywhere.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Credits(pub u64);
 
 impl Credits {
@@ -26,11 +28,13 @@ impl Credits {
     }
     /// Addition inside `apply`, where `decide` already proved the sum fits.
     pub fn plus(self, other: Credits) -> Credits {
-        self.checked_add(other).expect("invariant: credits overflow after decide checked it")
+        self.checked_add(other)
+            .expect("invariant: credits overflow after decide checked it")
     }
     /// Subtraction inside `apply`: a bucket below zero is a bug, never a balance.
     pub fn minus(self, other: Credits) -> Credits {
-        self.checked_sub(other).expect("invariant: a bucket went below zero")
+        self.checked_sub(other)
+            .expect("invariant: a bucket went below zero")
     }
 }
 
@@ -128,7 +132,11 @@ mod tests {
     use super::*;
 
     fn b(m: u64, f: u64, p: u64) -> Buckets {
-        Buckets { monthly: Credits(m), free: Credits(f), packs: Credits(p) }
+        Buckets {
+            monthly: Credits(m),
+            free: Credits(f),
+            packs: Credits(p),
+        }
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub enum EventBody {
         /// An upgrade (or a return to the current plan) takes effect now; a downgrade at
         /// the next period start.
         immediate: bool,
+        /// When the new plan applies: now, or the next period start.
+        effective_at: Ts,
         granted: Credits,
         idempotency_key: String,
     },
@@ -121,16 +123,80 @@ impl EventBody {
     /// The idempotency key the client sent with it, if any.
     pub fn idempotency_key(&self) -> Option<&str> {
         match self {
-            EventBody::Debited { idempotency_key, .. }
-            | EventBody::PlanChanged { idempotency_key, .. }
-            | EventBody::Granted { idempotency_key, .. }
-            | EventBody::HoldPlaced { idempotency_key, .. }
-            | EventBody::HoldCaptured { idempotency_key, .. }
-            | EventBody::HoldReleased { idempotency_key, .. } => {
-                (!idempotency_key.is_empty()).then_some(idempotency_key.as_str())
+            EventBody::Debited {
+                idempotency_key, ..
             }
+            | EventBody::PlanChanged {
+                idempotency_key, ..
+            }
+            | EventBody::Granted {
+                idempotency_key, ..
+            }
+            | EventBody::HoldPlaced {
+                idempotency_key, ..
+            }
+            | EventBody::HoldCaptured {
+                idempotency_key, ..
+            }
+            | EventBody::HoldReleased {
+                idempotency_key, ..
+            } => (!idempotency_key.is_empty()).then_some(idempotency_key.as_str()),
             EventBody::Purchased { payment_ref, .. } => Some(payment_ref),
             EventBody::Created { .. } | EventBody::PeriodReset { .. } => None,
         }
+    }
+}
+
+/// What the durable feed announces about an event (`SPEC.md` section 3, `/v1/events`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Notice {
+    Low { threshold: u8 },
+    Exhausted,
+    Replenished,
+    PeriodReset,
+    PlanChanged,
+    PurchaseCompleted,
+    HoldExpired,
+}
+
+impl Notice {
+    pub fn type_name(self) -> &'static str {
+        match self {
+            Notice::Low { .. } => "balance.low",
+            Notice::Exhausted => "balance.exhausted",
+            Notice::Replenished => "balance.replenished",
+            Notice::PeriodReset => "period.reset",
+            Notice::PlanChanged => "plan.changed",
+            Notice::PurchaseCompleted => "purchase.completed",
+            Notice::HoldExpired => "hold.expired",
+        }
+    }
+}
+
+impl Event {
+    /// The notices this event puts on the feed, in a fixed order.
+    pub fn notices(&self) -> Vec<Notice> {
+        let mut out = Vec::new();
+        match &self.body {
+            EventBody::PeriodReset { .. } => out.push(Notice::PeriodReset),
+            EventBody::PlanChanged { .. } => out.push(Notice::PlanChanged),
+            EventBody::Purchased { .. } => out.push(Notice::PurchaseCompleted),
+            EventBody::HoldReleased {
+                reason: ReleaseReason::Expired,
+                ..
+            } => out.push(Notice::HoldExpired),
+            _ => {}
+        }
+        for t in self.alerts.fired_thresholds() {
+            out.push(if t == 0 {
+                Notice::Exhausted
+            } else {
+                Notice::Low { threshold: t }
+            });
+        }
+        if self.alerts.replenished() {
+            out.push(Notice::Replenished);
+        }
+        out
     }
 }

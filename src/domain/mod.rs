@@ -15,6 +15,6 @@ pub mod time;
 pub use account::{Account, Command, Hold, Refusal};
 pub use alerts::AlertChange;
 pub use credits::{Bucket, Buckets, Credits};
-pub use event::{Event, EventBody, ReleaseReason};
+pub use event::{Event, EventBody, Notice, ReleaseReason};
 pub use pricing::{Pack, Pricing};
 pub use time::Ts;

@@ -30,7 +30,10 @@ impl Pricing {
     /// The defaults of `SPEC.md` section 1.
     pub fn standard() -> Pricing {
         let c = |pairs: &[(&str, u64)]| {
-            pairs.iter().map(|(k, v)| (k.to_string(), Credits(*v))).collect::<BTreeMap<_, _>>()
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), Credits(*v)))
+                .collect::<BTreeMap<_, _>>()
         };
         Pricing {
             operations: c(&[
@@ -39,11 +42,29 @@ impl Pricing {
                 ("video_generation", 8),
                 ("caption_generation", 1),
             ]),
-            plans: c(&[("free", 0), ("starter", 50), ("growth", 200), ("agency", 500)]),
-            packs: [("pack_100", 100, 900), ("pack_250", 250, 2000), ("pack_500", 500, 3500), ("pack_1000", 1000, 6000)]
-                .iter()
-                .map(|(k, c, p)| (k.to_string(), Pack { credits: Credits(*c), price_cents: *p }))
-                .collect(),
+            plans: c(&[
+                ("free", 0),
+                ("starter", 50),
+                ("growth", 200),
+                ("agency", 500),
+            ]),
+            packs: [
+                ("pack_100", 100, 900),
+                ("pack_250", 250, 2000),
+                ("pack_500", 500, 3500),
+                ("pack_1000", 1000, 6000),
+            ]
+            .iter()
+            .map(|(k, c, p)| {
+                (
+                    k.to_string(),
+                    Pack {
+                        credits: Credits(*c),
+                        price_cents: *p,
+                    },
+                )
+            })
+            .collect(),
             free_tier: Credits(50),
             thresholds: vec![25, 10, 0],
             holds_open_max: 1000,

@@ -6,7 +6,9 @@ use time::{Month, OffsetDateTime, PrimitiveDateTime};
 
 /// An instant in UTC, in milliseconds since the Unix epoch. The domain never reads a clock:
 /// every `Ts` it sees was handed to it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Ts(pub i64);
 
 /// The earliest and latest instants accepted from outside (years 1970 to 9000): far enough
@@ -47,7 +49,7 @@ impl Ts {
 }
 
 fn days_in_month(year: i32, month: Month) -> u8 {
-    time::util::days_in_year_month(year, month)
+    month.length(year)
 }
 
 /// `anchor + k` calendar months, keeping the anchor's day (clamped) and time of day.
@@ -57,7 +59,8 @@ pub fn add_months(anchor: Ts, k: i64) -> Ts {
     let year = month0.div_euclid(12) as i32;
     let month = Month::try_from((month0.rem_euclid(12) + 1) as u8).expect("1..=12");
     let day = dt.day().min(days_in_month(year, month));
-    let date = time::Date::from_calendar_date(year, month, day).expect("invariant: clamped day is valid");
+    let date =
+        time::Date::from_calendar_date(year, month, day).expect("invariant: clamped day is valid");
     Ts::from_datetime(PrimitiveDateTime::new(date, dt.time()).assume_utc())
 }
 

@@ -24,7 +24,11 @@ impl Books {
         let created = Account::create("acct-1", plan, at, at, &pricing).unwrap();
         let mut acct = Account::empty("acct-1");
         acct.apply(&created);
-        Books { acct, log: vec![created], pricing }
+        Books {
+            acct,
+            log: vec![created],
+            pricing,
+        }
     }
 
     fn catch_up(&mut self, now: Ts) {
@@ -53,7 +57,12 @@ impl Books {
 }
 
 fn debit(op: &str, qty: u32, key: &str) -> Command {
-    Command::Debit { operation: op.into(), quantity: qty, metadata: vec![], idempotency_key: key.into() }
+    Command::Debit {
+        operation: op.into(),
+        quantity: qty,
+        metadata: vec![],
+        idempotency_key: key.into(),
+    }
 }
 
 #[test]
@@ -62,11 +71,18 @@ fn the_credits_page_numbers() {
     let mut b = Books::new("free", t0);
     assert_eq!(b.acct.available(), Credits(50));
     for i in 0..15 {
-        b.run(debit("sample_image", 1, &format!("k{i}")), t0).unwrap();
+        b.run(debit("sample_image", 1, &format!("k{i}")), t0)
+            .unwrap();
     }
     assert_eq!(b.acct.available(), Credits(5));
     let refused = b.run(debit("video_generation", 1, "v"), t0).unwrap_err();
-    assert_eq!(refused, Refusal::InsufficientCredits { required: Credits(8), available: Credits(5) });
+    assert_eq!(
+        refused,
+        Refusal::InsufficientCredits {
+            required: Credits(8),
+            available: Credits(5)
+        }
+    );
     // The refusal recorded nothing.
     assert_eq!(b.log.len(), 16);
 }
@@ -75,26 +91,58 @@ fn the_credits_page_numbers() {
 fn consumption_order_monthly_free_packs() {
     let t0 = ts("2026-11-01T00:00:00Z");
     let mut b = Books::new("starter", t0);
-    b.run(Command::Purchase { pack: "pack_100".into(), payment_ref: "p1".into() }, t0).unwrap();
+    b.run(
+        Command::Purchase {
+            pack: "pack_100".into(),
+            payment_ref: "p1".into(),
+        },
+        t0,
+    )
+    .unwrap();
     let ev = b.run(debit("face_generation", 11, "k"), t0).unwrap(); // 55 credits
     match ev.body {
         EventBody::Debited { taken, .. } => {
-            assert_eq!(taken, Buckets { monthly: Credits(50), free: Credits(5), packs: Credits(0) })
+            assert_eq!(
+                taken,
+                Buckets {
+                    monthly: Credits(50),
+                    free: Credits(5),
+                    packs: Credits(0)
+                }
+            )
         }
         other => panic!("{other:?}"),
     }
     let ev = b.run(debit("face_generation", 10, "k2"), t0).unwrap(); // 50: 45 free + 5 packs
-    assert_eq!(ev.after, Buckets { monthly: Credits(0), free: Credits(0), packs: Credits(95) });
+    assert_eq!(
+        ev.after,
+        Buckets {
+            monthly: Credits(0),
+            free: Credits(0),
+            packs: Credits(95)
+        }
+    );
 }
 
 #[test]
 fn reset_expires_monthly_keeps_packs_and_records_the_boundary() {
     let anchor = ts("2027-01-31T10:00:00Z");
     let mut b = Books::new("growth", anchor);
-    b.run(Command::Purchase { pack: "pack_100".into(), payment_ref: "p".into() }, anchor).unwrap();
+    b.run(
+        Command::Purchase {
+            pack: "pack_100".into(),
+            payment_ref: "p".into(),
+        },
+        anchor,
+    )
+    .unwrap();
     b.run(debit("sample_image", 10, "k"), anchor).unwrap(); // 30 from monthly
-    // Handled on April 2nd: three periods rolled, at Feb 28, Mar 31 (not Apr 30 yet).
-    b.run(debit("caption_generation", 1, "k2"), ts("2027-04-02T00:00:00Z")).unwrap();
+                                                            // Handled on April 2nd: three periods rolled, at Feb 28, Mar 31 (not Apr 30 yet).
+    b.run(
+        debit("caption_generation", 1, "k2"),
+        ts("2027-04-02T00:00:00Z"),
+    )
+    .unwrap();
     let resets: Vec<(Ts, Credits)> = b
         .log
         .iter()
@@ -103,8 +151,21 @@ fn reset_expires_monthly_keeps_packs_and_records_the_boundary() {
             _ => None,
         })
         .collect();
-    assert_eq!(resets, vec![(ts("2027-02-28T10:00:00Z"), Credits(170)), (ts("2027-03-31T10:00:00Z"), Credits(200))]);
-    assert_eq!(b.acct.balances, Buckets { monthly: Credits(199), free: Credits(50), packs: Credits(100) });
+    assert_eq!(
+        resets,
+        vec![
+            (ts("2027-02-28T10:00:00Z"), Credits(170)),
+            (ts("2027-03-31T10:00:00Z"), Credits(200))
+        ]
+    );
+    assert_eq!(
+        b.acct.balances,
+        Buckets {
+            monthly: Credits(199),
+            free: Credits(50),
+            packs: Credits(100)
+        }
+    );
     assert_eq!(b.acct.next_reset_at(), ts("2027-04-30T10:00:00Z"));
 }
 
@@ -112,17 +173,37 @@ fn reset_expires_monthly_keeps_packs_and_records_the_boundary() {
 fn upgrade_now_downgrade_at_next_period() {
     let t0 = ts("2026-11-10T00:00:00Z");
     let mut b = Books::new("starter", t0);
-    b.run(Command::ChangePlan { plan: "growth".into(), idempotency_key: "u".into() }, t0).unwrap();
+    b.run(
+        Command::ChangePlan {
+            plan: "growth".into(),
+            idempotency_key: "u".into(),
+        },
+        t0,
+    )
+    .unwrap();
     assert_eq!(b.acct.plan, "growth");
     assert_eq!(b.acct.balances.monthly, Credits(200));
-    b.run(Command::ChangePlan { plan: "free".into(), idempotency_key: "d".into() }, t0).unwrap();
+    b.run(
+        Command::ChangePlan {
+            plan: "free".into(),
+            idempotency_key: "d".into(),
+        },
+        t0,
+    )
+    .unwrap();
     assert_eq!(b.acct.plan, "growth");
     assert_eq!(b.acct.pending_plan.as_deref(), Some("free"));
     b.catch_up(ts("2026-12-10T00:00:00Z"));
     assert_eq!(b.acct.plan, "free");
     assert_eq!(b.acct.pending_plan, None);
     assert_eq!(b.acct.balances.monthly, Credits(0));
-    let err = b.run(Command::ChangePlan { plan: "free".into(), idempotency_key: "x".into() }, ts("2026-12-11T00:00:00Z"));
+    let err = b.run(
+        Command::ChangePlan {
+            plan: "free".into(),
+            idempotency_key: "x".into(),
+        },
+        ts("2026-12-11T00:00:00Z"),
+    );
     assert_eq!(err.unwrap_err(), Refusal::PlanUnchanged("free".into()));
 }
 
@@ -130,8 +211,22 @@ fn upgrade_now_downgrade_at_next_period() {
 fn returning_to_the_current_plan_cancels_a_pending_downgrade() {
     let t0 = ts("2026-11-10T00:00:00Z");
     let mut b = Books::new("agency", t0);
-    b.run(Command::ChangePlan { plan: "starter".into(), idempotency_key: "d".into() }, t0).unwrap();
-    b.run(Command::ChangePlan { plan: "agency".into(), idempotency_key: "u".into() }, t0).unwrap();
+    b.run(
+        Command::ChangePlan {
+            plan: "starter".into(),
+            idempotency_key: "d".into(),
+        },
+        t0,
+    )
+    .unwrap();
+    b.run(
+        Command::ChangePlan {
+            plan: "agency".into(),
+            idempotency_key: "u".into(),
+        },
+        t0,
+    )
+    .unwrap();
     assert_eq!(b.acct.pending_plan, None);
     assert_eq!(b.acct.balances.monthly, Credits(500));
 }
@@ -140,22 +235,61 @@ fn returning_to_the_current_plan_cancels_a_pending_downgrade() {
 fn hold_capture_returns_the_rest_and_expires_monthly_of_a_past_period() {
     let t0 = ts("2026-11-10T00:00:00Z");
     let mut b = Books::new("starter", t0);
-    let hold = Command::PlaceHold { operation: "video_generation".into(), quantity: 7, ttl_ms: 60 * DAY, idempotency_key: "h".into() };
+    let hold = Command::PlaceHold {
+        operation: "video_generation".into(),
+        quantity: 7,
+        ttl_ms: 60 * DAY,
+        idempotency_key: "h".into(),
+    };
     b.run(hold, t0).unwrap(); // 56: 50 monthly + 6 free
     assert_eq!(b.acct.held(), Credits(56));
     // Capture 10 after the period ended: spends 10 monthly, the other 40 monthly expire.
-    let ev = b.run(Command::Capture { hold_id: 1, credits: Some(Credits(10)), idempotency_key: "c".into() }, ts("2026-12-11T00:00:00Z")).unwrap();
+    let ev = b
+        .run(
+            Command::Capture {
+                hold_id: 1,
+                credits: Some(Credits(10)),
+                idempotency_key: "c".into(),
+            },
+            ts("2026-12-11T00:00:00Z"),
+        )
+        .unwrap();
     match ev.body {
-        EventBody::HoldCaptured { spent, returned, expired, .. } => {
+        EventBody::HoldCaptured {
+            spent,
+            returned,
+            expired,
+            ..
+        } => {
             assert_eq!(spent.monthly, Credits(10));
-            assert_eq!(returned, Buckets { monthly: Credits(0), free: Credits(6), packs: Credits(0) });
+            assert_eq!(
+                returned,
+                Buckets {
+                    monthly: Credits(0),
+                    free: Credits(6),
+                    packs: Credits(0)
+                }
+            );
             assert_eq!(expired, Credits(40));
         }
         other => panic!("{other:?}"),
     }
-    let again = b.run(Command::Capture { hold_id: 1, credits: None, idempotency_key: "c2".into() }, ts("2026-12-11T00:00:00Z"));
+    let again = b.run(
+        Command::Capture {
+            hold_id: 1,
+            credits: None,
+            idempotency_key: "c2".into(),
+        },
+        ts("2026-12-11T00:00:00Z"),
+    );
     assert_eq!(again.unwrap_err(), Refusal::HoldClosed(1));
-    let unknown = b.run(Command::Release { hold_id: 9, idempotency_key: "r".into() }, ts("2026-12-11T00:00:00Z"));
+    let unknown = b.run(
+        Command::Release {
+            hold_id: 9,
+            idempotency_key: "r".into(),
+        },
+        ts("2026-12-11T00:00:00Z"),
+    );
     assert_eq!(unknown.unwrap_err(), Refusal::HoldNotFound(9));
 }
 
@@ -163,7 +297,16 @@ fn hold_capture_returns_the_rest_and_expires_monthly_of_a_past_period() {
 fn an_expired_hold_releases_itself_at_its_expiry() {
     let t0 = ts("2026-11-10T00:00:00Z");
     let mut b = Books::new("free", t0);
-    b.run(Command::PlaceHold { operation: "sample_image".into(), quantity: 2, ttl_ms: 900_000, idempotency_key: "h".into() }, t0).unwrap();
+    b.run(
+        Command::PlaceHold {
+            operation: "sample_image".into(),
+            quantity: 2,
+            ttl_ms: 900_000,
+            idempotency_key: "h".into(),
+        },
+        t0,
+    )
+    .unwrap();
     assert_eq!(b.acct.available(), Credits(44));
     b.catch_up(t0.plus_millis(899_999));
     assert_eq!(b.acct.holds.len(), 1);
@@ -172,7 +315,13 @@ fn an_expired_hold_releases_itself_at_its_expiry() {
     assert_eq!(b.acct.available(), Credits(50));
     let last = b.log.last().unwrap();
     assert_eq!(last.at, t0.plus_millis(900_000));
-    assert!(matches!(last.body, EventBody::HoldReleased { reason: ReleaseReason::Expired, .. }));
+    assert!(matches!(
+        last.body,
+        EventBody::HoldReleased {
+            reason: ReleaseReason::Expired,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -181,14 +330,24 @@ fn alerts_for_a_starter_account_spent_down() {
     let mut b = Books::new("starter", t0); // budget 100 = 50 monthly + 50 free
     let mut fired = vec![];
     for i in 0..100 {
-        let ev = b.run(debit("caption_generation", 1, &format!("k{i}")), t0).unwrap();
+        let ev = b
+            .run(debit("caption_generation", 1, &format!("k{i}")), t0)
+            .unwrap();
         for t in ev.alerts.fired_thresholds() {
             fired.push((b.acct.available().get(), t));
         }
     }
     assert_eq!(fired, vec![(25, 25), (10, 10), (0, 0)]);
     assert!(b.acct.paused());
-    let ev = b.run(Command::Purchase { pack: "pack_100".into(), payment_ref: "p".into() }, t0).unwrap();
+    let ev = b
+        .run(
+            Command::Purchase {
+                pack: "pack_100".into(),
+                payment_ref: "p".into(),
+            },
+            t0,
+        )
+        .unwrap();
     // Budget 200, available 100: 50% re-arms every threshold and replenishes.
     assert_eq!(ev.alerts.rearmed_thresholds(), vec![25, 10, 0]);
     assert!(ev.alerts.replenished());
@@ -198,8 +357,16 @@ fn alerts_for_a_starter_account_spent_down() {
 fn overflowing_grants_are_refused() {
     let t0 = ts("2026-11-10T00:00:00Z");
     let mut b = Books::new("free", t0);
-    let grant = |c| Command::Grant { bucket: Bucket::Packs, credits: Credits(c), reason: "r".into(), idempotency_key: "g".into() };
-    assert_eq!(b.run(grant(u64::MAX), t0).unwrap_err(), Refusal::Overflow { field: "credits" });
+    let grant = |c| Command::Grant {
+        bucket: Bucket::Packs,
+        credits: Credits(c),
+        reason: "r".into(),
+        idempotency_key: "g".into(),
+    };
+    assert_eq!(
+        b.run(grant(u64::MAX), t0).unwrap_err(),
+        Refusal::Overflow { field: "credits" }
+    );
     b.run(grant(u64::MAX - 50), t0).unwrap();
 }
 
@@ -237,13 +404,41 @@ fn to_command(s: &Step, i: usize, b: &Books) -> Option<Command> {
     let key = format!("k{i}");
     let hold_id = |h: u8| b.acct.next_hold_id.saturating_sub(1 + h as u64).max(1);
     Some(match s {
-        Step::Debit(o, q) => Command::Debit { operation: ops[*o as usize].clone(), quantity: *q, metadata: vec![], idempotency_key: key },
-        Step::Hold(o, q, h) => Command::PlaceHold { operation: ops[*o as usize].clone(), quantity: *q, ttl_ms: *h as i64 * 3_600_000, idempotency_key: key },
-        Step::Capture(h, c) => Command::Capture { hold_id: hold_id(*h), credits: c.map(|c| Credits(c as u64)), idempotency_key: key },
-        Step::Release(h) => Command::Release { hold_id: hold_id(*h), idempotency_key: key },
-        Step::Plan(p) => Command::ChangePlan { plan: plans[*p as usize].clone(), idempotency_key: key },
-        Step::Purchase(p) => Command::Purchase { pack: packs[*p as usize].clone(), payment_ref: key },
-        Step::Grant(bk, c) => Command::Grant { bucket: Bucket::ALL[*bk as usize], credits: Credits(*c as u64), reason: "r".into(), idempotency_key: key },
+        Step::Debit(o, q) => Command::Debit {
+            operation: ops[*o as usize].clone(),
+            quantity: *q,
+            metadata: vec![],
+            idempotency_key: key,
+        },
+        Step::Hold(o, q, h) => Command::PlaceHold {
+            operation: ops[*o as usize].clone(),
+            quantity: *q,
+            ttl_ms: *h as i64 * 3_600_000,
+            idempotency_key: key,
+        },
+        Step::Capture(h, c) => Command::Capture {
+            hold_id: hold_id(*h),
+            credits: c.map(|c| Credits(c as u64)),
+            idempotency_key: key,
+        },
+        Step::Release(h) => Command::Release {
+            hold_id: hold_id(*h),
+            idempotency_key: key,
+        },
+        Step::Plan(p) => Command::ChangePlan {
+            plan: plans[*p as usize].clone(),
+            idempotency_key: key,
+        },
+        Step::Purchase(p) => Command::Purchase {
+            pack: packs[*p as usize].clone(),
+            payment_ref: key,
+        },
+        Step::Grant(bk, c) => Command::Grant {
+            bucket: Bucket::ALL[*bk as usize],
+            credits: Credits(*c as u64),
+            reason: "r".into(),
+            idempotency_key: key,
+        },
         Step::Wait(_) => return None,
     })
 }
@@ -287,7 +482,7 @@ proptest! {
 
     #[test]
     fn add_months_keeps_the_anchor_day_or_the_months_last(day in 1u8..=31, month in 1u8..=12, k in 0i64..200) {
-        let days = time::util::days_in_year_month(2027, time::Month::try_from(month).unwrap());
+        let days = time::Month::try_from(month).unwrap().length(2027);
         let day = day.min(days);
         let anchor = ts(&format!("2027-{month:02}-{day:02}T08:30:00Z"));
         let start = add_months(anchor, k);

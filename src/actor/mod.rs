@@ -1,0 +1,114 @@
+//! Accounts as actors: one tokio task per active account owns its `Account` and applies
+//! its messages one at a time, without locks. The registry finds or starts the task; a
+//! cheap handle sends it messages with a reply channel inside.
+//!
+//! An actor decides, writes ahead to the store, applies, then hands its reply to the
+//! journal, which sends it once the write is durable. It does not know HTTP or JSON.
+
+pub mod account_actor;
+pub mod fingerprint;
+pub mod registry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::domain::{Account, Command, Event, Pricing, Refusal, Ts};
+use crate::store::{Journal, StorageError, Store};
+
+pub use registry::Registry;
+
+/// The wall clock, behind a trait so that tests of the actor can drive time.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Ts;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Ts {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970");
+        Ts(d.as_millis() as i64)
+    }
+}
+
+/// What every actor shares.
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub journal: Journal<Reply>,
+    pub pricing: Pricing,
+    pub clock: Arc<dyn Clock>,
+    pub snapshot_every: u64,
+    pub idempotency_ttl_ms: i64,
+    pub mailbox_max: usize,
+    pub parked_max: usize,
+}
+
+/// What an account answers.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A mutation was recorded (or had been: `duplicate`). Sent only once durable.
+    Applied { event: Event, duplicate: bool },
+    /// What the mutation would record; nothing was written.
+    DryRun { event: Event },
+    /// The account as it is now.
+    View(Box<Account>),
+}
+
+#[derive(Debug, Clone)]
+pub enum ActorError {
+    NotFound,
+    Exists,
+    Refused(Refusal),
+    IdempotencyConflict {
+        key: String,
+    },
+    /// A record of this account failed its checks; other accounts keep working.
+    Corrupt(String),
+    /// The mailbox is full: come back after the hinted delay.
+    Overloaded,
+    /// The daemon is shutting down.
+    Unavailable,
+}
+
+pub type Reply = Result<Outcome, ActorError>;
+pub type ReplyTx = oneshot::Sender<Reply>;
+
+pub enum Msg {
+    Create {
+        plan: String,
+        anchor: Option<Ts>,
+        reply: ReplyTx,
+    },
+    Get {
+        reply: ReplyTx,
+    },
+    Mutate(Box<Mutation>),
+    /// The sweep found this account due at `indexed_at` in the wake-up index.
+    Wake {
+        indexed_at: Ts,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+}
+
+pub struct Mutation {
+    pub cmd: Command,
+    pub dry_run: bool,
+    /// How long an account short of credits may park the request (0: answer 402 now).
+    pub wait: Duration,
+    pub reply: ReplyTx,
+}
+
+impl From<StorageError> for ActorError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Corrupt { .. } => ActorError::Corrupt(e.to_string()),
+            StorageError::Io(_) => crate::fail_stop(&e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Wiring, in order, each step logged: open the store → start the journal → start the
+//! registry → bind HTTP → ready (sd_notify READY=1) → serve → on SIGTERM drain, snapshot
+//! every active account, sync, exit 0.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::actor::{ActorError, Clock, Msg, Registry, Reply, Services, SystemClock};
+use crate::config::{Config, DurabilityMode};
+use crate::http::{auth::Auth, server, App};
+use crate::metrics as m;
+use crate::store::journal::{Durability, JournalObserver};
+use crate::store::{Journal, SledStore, StorageError, Store};
+
+struct MetricsObserver;
+
+impl JournalObserver for MetricsObserver {
+    fn group_committed(&self, size: usize, fsync: Duration) {
+        metrics::histogram!(m::GROUP_COMMIT_SIZE).record(size as f64);
+        metrics::histogram!(m::FSYNC_SECONDS).record(fsync.as_secs_f64());
+    }
+}
+
+/// Refuses to serve a non-loopback address without tokens.
+pub fn check_exposure(config: &Config) -> Result<(), String> {
+    let addr = config.listen_addr();
+    if config.auth.tokens.is_empty() && !addr.ip().is_loopback() {
+        return Err(format!(
+            "refusing to listen on {addr} without [[auth.tokens]]: with no tokens creditsd serves loopback only"
+        ));
+    }
+    Ok(())
+}
+
+pub fn open_store(config: &Config) -> Result<Arc<SledStore>, StorageError> {
+    SledStore::open(&config.storage.path, config.storage.cache_bytes).map(Arc::new)
+}
+
+/// Runs the daemon until `shutdown` resolves; answers once everything is durable.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
+    check_exposure(&config)?;
+    let metrics = m::install();
+    let started = Instant::now();
+    tracing::info!(path = %config.storage.path.display(), durability = ?config.storage.durability, "opening storage");
+    let store: Arc<dyn Store> = open_store(&config).map_err(|e| format!("opening storage: {e}"))?;
+    metrics::histogram!(m::RECOVERY_SECONDS).record(started.elapsed().as_secs_f64());
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "storage open; accounts are recovered on first use"
+    );
+
+    let durability = match config.storage.durability {
+        DurabilityMode::Sync => Durability::Sync,
+        DurabilityMode::Periodic => Durability::Periodic {
+            interval: Duration::from_millis(config.storage.flush_interval_ms),
+        },
+    };
+    let (journal, _journal_thread) = Journal::<Reply>::start(
+        store.clone(),
+        durability,
+        config.storage.journal_queue_max,
+        config.storage.group_commit_max,
+        Box::new(MetricsObserver),
+    );
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let registry = Registry::new();
+    registry.start(Arc::new(Services {
+        store: store.clone(),
+        journal: journal.clone(),
+        pricing: config.pricing(),
+        clock: clock.clone(),
+        snapshot_every: config.storage.snapshot_every,
+        idempotency_ttl_ms: config.storage.idempotency_ttl_seconds as i64 * 1000,
+        mailbox_max: config.actors.mailbox_max,
+        parked_max: config.actors.mailbox_max,
+    }));
+    tokio::spawn(sweep(
+        registry.clone(),
+        store.clone(),
+        clock.clone(),
+        Duration::from_millis(config.actors.sweep_interval_ms),
+    ));
+    tokio::spawn(prune_idempotency(
+        store.clone(),
+        clock.clone(),
+        config.storage.idempotency_ttl_seconds,
+    ));
+
+    let addr = config.listen_addr();
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("binding {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let auth = Auth::new(&config.auth.tokens);
+    if !auth.enabled() {
+        tracing::warn!("no [[auth.tokens]] configured: authentication is off and creditsd serves loopback only");
+    }
+    let app = Arc::new(App {
+        config: config.clone(),
+        registry: registry.clone(),
+        store: store.clone(),
+        metrics,
+        auth,
+        ready: Default::default(),
+    });
+    app.ready.store(true, Ordering::Release);
+    tracing::info!("listening on http://{local}");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    tokio::spawn(watchdog(journal.clone()));
+
+    server::run(listener, app, shutdown).await;
+
+    tracing::info!("draining: snapshotting active accounts");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    registry.shutdown().await;
+    if let Err(e) = store.sync() {
+        crate::fail_stop(&format!("final sync: {e}"));
+    }
+    tracing::info!("stopped cleanly; everything acknowledged is durable");
+    Ok(())
+}
+
+/// Wakes accounts whose reset or hold expiry is due, so their events go out on time even
+/// when nobody asks for them.
+async fn sweep(registry: Registry, store: Arc<dyn Store>, clock: Arc<dyn Clock>, every: Duration) {
+    const SWEEP_BATCH_MAX: usize = 10_000;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let due = match store.due_accounts(clock.now(), SWEEP_BATCH_MAX) {
+            Ok(d) => d,
+            Err(e) => crate::fail_stop(&format!("reading the wake-up index: {e}")),
+        };
+        for (at, id) in due {
+            // A full mailbox means the actor is busy and will catch up on its own.
+            let _ = registry.send(&id, Msg::Wake { indexed_at: at });
+        }
+    }
+}
+
+async fn prune_idempotency(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ttl_s: u64) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let cutoff = clock.now().plus_millis(-(ttl_s as i64 * 1000));
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.prune_idempotency(cutoff)).await {
+            Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "pruned expired idempotency keys"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => crate::fail_stop(&format!("pruning idempotency keys: {e}")),
+            Err(e) => tracing::error!(error = %e, "idempotency pruning task failed"),
+        }
+    }
+}
+
+/// Pings systemd's watchdog only while the journal still turns replies around: a wedged
+/// disk or a dead journal thread stops the pings and systemd restarts us.
+async fn watchdog(journal: Journal<Reply>) {
+    let mut usec = 0u64;
+    if !sd_notify::watchdog_enabled(false, &mut usec) {
+        return;
+    }
+    let every = Duration::from_micros(usec / 2);
+    loop {
+        tokio::time::sleep(every).await;
+        let (tx, rx) = oneshot::channel();
+        journal.acknowledge(tx, Err(ActorError::Unavailable)).await;
+        if tokio::time::timeout(every, rx).await.is_ok() {
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+        } else {
+            tracing::error!(
+                "journal did not answer within the watchdog interval; withholding the ping"
+            );
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! API errors: `{"error": {"code", "message", "field"?, ...}}` with a stable code.
+
+use hyper::StatusCode;
+use serde_json::{json, Map, Value};
+
+use crate::actor::ActorError;
+use crate::domain::Refusal;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+    pub extra: Map<String, Value>,
+    pub retry_after_s: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            extra: Map::new(),
+            retry_after_s: None,
+        }
+    }
+    /// 400 `invalid_request` about one field.
+    pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+        let mut e = ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message);
+        e.field = Some(field.to_string());
+        e
+    }
+    pub fn not_found(what: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route for {what}"),
+        )
+    }
+    pub fn with(mut self, key: &str, value: Value) -> ApiError {
+        self.extra.insert(key.to_string(), value);
+        self
+    }
+    pub fn retry_after(mut self, seconds: u64) -> ApiError {
+        self.retry_after_s = Some(seconds);
+        self
+    }
+
+    pub fn body(&self) -> Value {
+        let mut e = Map::new();
+        e.insert("code".into(), json!(self.code));
+        e.insert("message".into(), json!(self.message));
+        if let Some(f) = &self.field {
+            e.insert("field".into(), json!(f));
+        }
+        for (k, v) in &self.extra {
+            e.insert(k.clone(), v.clone());
+        }
+        json!({ "error": e })
+    }
+}
+
+impl From<ActorError> for ApiError {
+    fn from(e: ActorError) -> Self {
+        match e {
+            ActorError::NotFound => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "account_not_found",
+                "no such account",
+            ),
+            ActorError::Exists => ApiError::new(
+                StatusCode::CONFLICT,
+                "account_exists",
+                "an account with this id exists",
+            ),
+            ActorError::IdempotencyConflict { key } => ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_conflict",
+                format!("idempotency key {key:?} was used with a different request"),
+            ),
+            ActorError::Corrupt(msg) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_corrupt", msg)
+            }
+            ActorError::Overloaded => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "overloaded",
+                "this account has too many requests waiting; retry later",
+            )
+            .retry_after(1),
+            ActorError::Unavailable => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the daemon is shutting down or the request was superseded",
+            )
+            .retry_after(1),
+            ActorError::Refused(r) => r.into(),
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::InsufficientCredits {
+                required,
+                available,
+            } => ApiError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "insufficient_credits",
+                format!("this needs {required} credits and {available} are available"),
+            )
+            .with("required", json!(required.get()))
+            .with("available", json!(available.get())),
+            Refusal::UnknownOperation(op) => ApiError::invalid(
+                "operation",
+                format!("unknown operation {op:?} (see /v1/pricing)"),
+            ),
+            Refusal::UnknownPlan(p) => {
+                ApiError::invalid("plan", format!("unknown plan {p:?} (see /v1/pricing)"))
+            }
+            Refusal::UnknownPack(p) => {
+                ApiError::invalid("pack", format!("unknown pack {p:?} (see /v1/pricing)"))
+            }
+            Refusal::Overflow { field } => {
+                ApiError::invalid(field, "the amount would overflow the account's books")
+            }
+            Refusal::PlanUnchanged(p) => ApiError::new(
+                StatusCode::CONFLICT,
+                "plan_unchanged",
+                format!("the account is already on plan {p:?}"),
+            ),
+            Refusal::HoldNotFound(id) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "hold_not_found",
+                format!("no hold h{id} on this account"),
+            ),
+            Refusal::HoldClosed(id) => ApiError::new(
+                StatusCode::CONFLICT,
+                "hold_closed",
+                format!("hold h{id} was already captured, released or expired"),
+            ),
+            Refusal::CaptureExceedsHold { held, requested } => ApiError::invalid(
+                "credits",
+                format!("cannot capture {requested} credits from a hold of {held}"),
+            ),
+            Refusal::TooManyHolds { max } => ApiError::new(
+                StatusCode::CONFLICT,
+                "too_many_holds",
+                format!("an account may have at most {max} open holds"),
+            ),
+        }
+    }
+}

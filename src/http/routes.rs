@@ -1,0 +1,760 @@
+//! One function per route. Each parses and validates its input (a bad field is a 400
+//! naming it, before anything is sent to an actor), asks the account's actor, and renders
+//! the answer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use super::auth::{Denied, Scope};
+use super::dto::{self, Object};
+use super::error::ApiError;
+use super::App;
+use crate::actor::{ActorError, Msg, Mutation, Outcome, Reply};
+use crate::domain::{Bucket, Command, Credits};
+use crate::metrics as m;
+
+pub type Resp = Response<Full<Bytes>>;
+type Answer = Result<(StatusCode, Value), ApiError>;
+
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
+    let started = Instant::now();
+    let (route, answer) = dispatch(&app, req).await;
+    let resp = match answer {
+        Ok(Routed::Json(status, v)) => json_response(status, &v),
+        Ok(Routed::Text(s)) => {
+            let mut r = Response::new(Full::new(Bytes::from(s)));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        Err(e) => error_response(&e),
+    };
+    metrics::histogram!(m::HTTP_REQUEST_SECONDS, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+pub fn json_response(status: StatusCode, v: &Value) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(
+        serde_json::to_vec(v).expect("JSON values serialize"),
+    )));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+pub fn error_response(e: &ApiError) -> Resp {
+    let mut r = json_response(e.status, &e.body());
+    if let Some(s) = e.retry_after_s {
+        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
+    }
+    r
+}
+
+enum Routed {
+    Json(StatusCode, Value),
+    Text(String),
+}
+
+fn json(a: Answer) -> Result<Routed, ApiError> {
+    a.map(|(s, v)| Routed::Json(s, v))
+}
+
+async fn dispatch(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+) -> (&'static str, Result<Routed, ApiError>) {
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let method = req.method().clone();
+    let route: &'static str = match (&method, segs.as_slice()) {
+        (&Method::GET, ["healthz"]) => "healthz",
+        (&Method::GET, ["readyz"]) => "readyz",
+        (&Method::GET, ["metrics"]) => "metrics",
+        (&Method::GET, ["v1", "pricing"]) => "pricing",
+        (&Method::POST, ["v1", "accounts"]) => "create_account",
+        (&Method::GET, ["v1", "accounts", _]) => "get_account",
+        (&Method::POST, ["v1", "accounts", _, "debits"]) => "debit",
+        (&Method::POST, ["v1", "debits"]) => "batch_debits",
+        (&Method::POST, ["v1", "accounts", _, "holds"]) => "hold",
+        (&Method::POST, ["v1", "accounts", _, "holds", _, "capture"]) => "capture",
+        (&Method::POST, ["v1", "accounts", _, "holds", _, "release"]) => "release",
+        (&Method::PUT, ["v1", "accounts", _, "plan"]) => "plan",
+        (&Method::POST, ["v1", "accounts", _, "purchases"]) => "purchase",
+        (&Method::POST, ["v1", "accounts", _, "grants"]) => "grant",
+        (&Method::GET, ["v1", "accounts", _, "ledger"]) => "ledger",
+        (&Method::GET, ["v1", "events"]) => "events",
+        (_, ["healthz" | "readyz" | "metrics"])
+        | (_, ["v1", "pricing" | "accounts" | "debits" | "events"]) => {
+            return ("other", Err(method_not_allowed()))
+        }
+        (_, ["v1", "accounts", _, ..]) if segs.len() <= 6 => {
+            return ("other", Err(method_not_allowed()))
+        }
+        _ => return ("other", Err(ApiError::not_found(&path))),
+    };
+    let scope = match route {
+        "healthz" | "readyz" | "metrics" => None,
+        "pricing" | "get_account" | "ledger" | "events" => Some(Scope::Read),
+        "debit" | "batch_debits" | "hold" | "capture" | "release" => Some(Scope::Debit),
+        "grant" => Some(Scope::Admin),
+        _ => Some(Scope::Billing),
+    };
+    if let Some(scope) = scope {
+        let header = req.headers().get(AUTHORIZATION).map(|h| h.as_bytes());
+        match app.auth.check(header, scope) {
+            Ok(()) => {}
+            Err(Denied::Unauthenticated) => {
+                return (
+                    route,
+                    Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "a valid `Authorization: Bearer <token>` is required",
+                    )),
+                )
+            }
+            Err(Denied::Forbidden { token, scope }) => {
+                return (
+                    route,
+                    Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        format!("token {token:?} lacks the {:?} scope", scope.name()),
+                    )),
+                )
+            }
+        }
+    }
+    let limits = &app.config.limits;
+    let body_max = if route == "batch_debits" {
+        limits.batch_body_bytes_max
+    } else {
+        limits.body_bytes_max
+    };
+    let body = match read_body(req, body_max).await {
+        Ok(b) => b,
+        Err(e) => return (route, Err(e)),
+    };
+    let id = segs.get(2).copied().unwrap_or("");
+    let result = match route {
+        "healthz" => Ok(Routed::Json(StatusCode::OK, json!({ "status": "ok" }))),
+        "readyz" => {
+            if app.ready.load(std::sync::atomic::Ordering::Acquire) {
+                Ok(Routed::Json(StatusCode::OK, json!({ "status": "ready" })))
+            } else {
+                Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_ready",
+                    "recovery has not finished",
+                )
+                .retry_after(1))
+            }
+        }
+        "metrics" => {
+            app.metrics.run_upkeep();
+            metrics::gauge!(m::ACCOUNTS_ACTIVE).set(app.registry.active() as f64);
+            Ok(Routed::Text(app.metrics.render()))
+        }
+        "pricing" => Ok(Routed::Json(StatusCode::OK, pricing(app))),
+        "create_account" => json(create_account(app, &body).await),
+        "get_account" => json(get_account(app, id).await),
+        "debit" => json(debit(app, id, &body).await),
+        "batch_debits" => json(batch(app, &body).await),
+        "hold" => json(hold(app, id, &body).await),
+        "capture" | "release" => {
+            json(close_hold(app, id, segs[4], route == "capture", &body).await)
+        }
+        "plan" => json(plan(app, id, &body).await),
+        "purchase" => json(purchase(app, id, &body).await),
+        "grant" => json(grant(app, id, &body).await),
+        "ledger" => json(ledger(app, id, &query).await),
+        "events" => json(events(app, &query).await),
+        _ => Err(ApiError::not_found(&path)),
+    };
+    (route, result)
+}
+
+fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this path does not take that method",
+    )
+}
+
+async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is limited to {max} bytes"),
+        )
+    };
+    if let Some(len) = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > max as u64 {
+            return Err(too_large());
+        }
+    }
+    match Limited::new(req.into_body(), max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ApiError::invalid(
+            "body",
+            format!("could not read the body: {e}"),
+        )),
+    }
+}
+
+/// Sends a message to an account's actor and waits for its answer.
+async fn ask(
+    app: &App,
+    id: &str,
+    make: impl FnOnce(oneshot::Sender<Reply>) -> Msg,
+) -> Result<Outcome, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    if let Err((e, _)) = app.registry.send(id, make(tx)) {
+        return Err(e.into());
+    }
+    Ok(rx.await.unwrap_or(Err(ActorError::Unavailable))?)
+}
+
+fn answer(id: &str, outcome: Outcome, status: StatusCode) -> Answer {
+    match outcome {
+        Outcome::Applied { event, duplicate } => {
+            Ok((status, dto::event_answer(id, &event, duplicate, false)))
+        }
+        Outcome::DryRun { event } => {
+            Ok((StatusCode::OK, dto::event_answer(id, &event, false, true)))
+        }
+        Outcome::View(acct) => Ok((StatusCode::OK, dto::account_view(&acct))),
+    }
+}
+
+async fn mutate(
+    app: &App,
+    id: &str,
+    cmd: Command,
+    dry_run: bool,
+    wait: Duration,
+    status: StatusCode,
+) -> Answer {
+    let outcome = ask(app, id, |reply| {
+        Msg::Mutate(Box::new(Mutation {
+            cmd,
+            dry_run,
+            wait,
+            reply,
+        }))
+    })
+    .await?;
+    answer(id, outcome, status)
+}
+
+fn pricing(app: &App) -> Value {
+    let c = &app.config;
+    json!({
+        "operations": c.operations,
+        "plans": c.plans,
+        "packs": c.packs.iter().map(|(k, p)| (k.clone(), json!({ "credits": p.credits, "price_cents": p.price_cents }))).collect::<serde_json::Map<_, _>>(),
+        "free_tier": c.credits.free_tier,
+        "thresholds": c.pricing().thresholds,
+        "hold_ttl_seconds": c.credits.hold_ttl_seconds,
+    })
+}
+
+async fn create_account(app: &App, body: &[u8]) -> Answer {
+    let obj = dto::parse_object(body)?;
+    dto::only(&obj, &["id", "plan", "billing_anchor"])?;
+    let id = dto::account_id(
+        dto::req_str(&obj, "id").map_err(|_| ApiError::invalid("id", "id is required"))?,
+        &app.config.limits,
+    )
+    .map_err(|e| ApiError {
+        field: Some("id".into()),
+        ..e
+    })?;
+    let plan = dto::opt_str(&obj, "plan")?.unwrap_or("free").to_string();
+    if !app.config.plans.contains_key(&plan) {
+        return Err(ApiError::invalid(
+            "plan",
+            format!("unknown plan {plan:?} (see /v1/pricing)"),
+        ));
+    }
+    let anchor = dto::opt_str(&obj, "billing_anchor")?
+        .map(|s| dto::ts_param("billing_anchor", s))
+        .transpose()?;
+    let outcome = ask(app, &id, |reply| Msg::Create {
+        plan,
+        anchor,
+        reply,
+    })
+    .await?;
+    match outcome {
+        Outcome::Applied { .. } => get_account(app, &id)
+            .await
+            .map(|(_, v)| (StatusCode::CREATED, v)),
+        other => answer(&id, other, StatusCode::CREATED),
+    }
+}
+
+async fn get_account(app: &App, id: &str) -> Answer {
+    let id = dto::account_id(id, &app.config.limits)?;
+    let outcome = ask(app, &id, |reply| Msg::Get { reply }).await?;
+    answer(&id, outcome, StatusCode::OK)
+}
+
+fn operation(app: &App, obj: &Object) -> Result<String, ApiError> {
+    let op = dto::req_str(obj, "operation")?;
+    if !app.config.operations.contains_key(op) {
+        return Err(ApiError::invalid(
+            "operation",
+            format!("unknown operation {op:?} (see /v1/pricing)"),
+        ));
+    }
+    Ok(op.to_string())
+}
+
+fn wait(app: &App, obj: &Object) -> Result<Duration, ApiError> {
+    Ok(Duration::from_secs(
+        dto::opt_u64(obj, "wait_seconds", 0, app.config.limits.wait_seconds_max)?.unwrap_or(0),
+    ))
+}
+
+/// The fields shared by a single debit and a batch item.
+fn debit_command(app: &App, obj: &Object) -> Result<Command, ApiError> {
+    let limits = &app.config.limits;
+    Ok(Command::Debit {
+        operation: operation(app, obj)?,
+        quantity: dto::quantity(obj, limits)?,
+        metadata: dto::metadata(obj, limits)?,
+        idempotency_key: dto::idempotency_key(obj, limits)?,
+    })
+}
+
+async fn debit(app: &App, id: &str, body: &[u8]) -> Answer {
+    let id = dto::account_id(id, &app.config.limits)?;
+    let obj = dto::parse_object(body)?;
+    dto::only(
+        &obj,
+        &[
+            "operation",
+            "quantity",
+            "idempotency_key",
+            "metadata",
+            "dry_run",
+            "wait_seconds",
+        ],
+    )?;
+    let cmd = debit_command(app, &obj)
+        .inspect_err(|_| metrics::counter!(m::DEBITS_TOTAL, "result" => "invalid").increment(1))?;
+    let dry_run = dto::opt_bool(&obj, "dry_run")?;
+    mutate(app, &id, cmd, dry_run, wait(app, &obj)?, StatusCode::OK).await
+}
+
+async fn batch(app: &App, body: &[u8]) -> Answer {
+    let obj = dto::parse_object(body)?;
+    dto::only(&obj, &["debits"])?;
+    let items = match obj.get("debits") {
+        Some(Value::Array(items)) => items,
+        _ => return Err(ApiError::invalid("debits", "debits must be an array")),
+    };
+    let max = app.config.limits.batch_items_max;
+    if items.is_empty() || items.len() > max {
+        return Err(ApiError::invalid(
+            "debits",
+            format!("a batch has 1 to {max} items"),
+        ));
+    }
+    // Send everything first, so the whole batch shares group commits, then collect in order.
+    let mut waiting = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let parsed = (|| {
+            let Value::Object(o) = item else {
+                return Err(ApiError::invalid(
+                    &format!("debits[{i}]"),
+                    "each item must be an object",
+                ));
+            };
+            dto::only(
+                o,
+                &[
+                    "account",
+                    "operation",
+                    "quantity",
+                    "idempotency_key",
+                    "metadata",
+                ],
+            )?;
+            let account = dto::account_id(dto::req_str(o, "account")?, &app.config.limits)?;
+            Ok((account, debit_command(app, o)?))
+        })();
+        waiting.push(match parsed {
+            Err(e) => {
+                metrics::counter!(m::DEBITS_TOTAL, "result" => "invalid").increment(1);
+                Err(e)
+            }
+            Ok((account, cmd)) => {
+                let (tx, rx) = oneshot::channel();
+                let msg = Msg::Mutate(Box::new(Mutation {
+                    cmd,
+                    dry_run: false,
+                    wait: Duration::ZERO,
+                    reply: tx,
+                }));
+                match app.registry.send(&account, msg) {
+                    Ok(()) => Ok((account, rx)),
+                    Err((e, _)) => Err(e.into()),
+                }
+            }
+        });
+    }
+    let mut results = Vec::with_capacity(waiting.len());
+    for w in waiting {
+        let r = match w {
+            Ok((account, rx)) => match rx.await.unwrap_or(Err(ActorError::Unavailable)) {
+                Ok(outcome) => answer(&account, outcome, StatusCode::OK).map_err(|e| e),
+                Err(e) => Err(e.into()),
+            },
+            Err(e) => Err(e),
+        };
+        results.push(match r {
+            Ok((status, mut v)) => {
+                v["status"] = json!(status.as_u16());
+                v
+            }
+            Err(e) => {
+                let mut v = e.body();
+                v["status"] = json!(e.status.as_u16());
+                v
+            }
+        });
+    }
+    Ok((StatusCode::OK, json!({ "results": results })))
+}
+
+async fn hold(app: &App, id: &str, body: &[u8]) -> Answer {
+    let id = dto::account_id(id, &app.config.limits)?;
+    let obj = dto::parse_object(body)?;
+    dto::only(
+        &obj,
+        &[
+            "operation",
+            "quantity",
+            "idempotency_key",
+            "ttl_seconds",
+            "wait_seconds",
+        ],
+    )?;
+    let limits = &app.config.limits;
+    let ttl = dto::opt_u64(&obj, "ttl_seconds", 1, limits.hold_ttl_seconds_max)?
+        .unwrap_or(app.config.credits.hold_ttl_seconds);
+    let cmd = Command::PlaceHold {
+        operation: operation(app, &obj)?,
+        quantity: dto::quantity(&obj, limits)?,
+        ttl_ms: ttl as i64 * 1000,
+        idempotency_key: dto::idempotency_key(&obj, limits)?,
+    };
+    mutate(app, &id, cmd, false, wait(app, &obj)?, StatusCode::CREATED).await
+}
+
+async fn close_hold(app: &App, id: &str, hold: &str, capture: bool, body: &[u8]) -> Answer {
+    let id = dto::account_id(id, &app.config.limits)?;
+    let hold_id = dto::hold_id(hold).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "hold_not_found",
+            format!("{hold:?} is not a hold id (they look like h1)"),
+        )
+    })?;
+    let obj = dto::parse_object(body)?;
+    let limits = &app.config.limits;
+    let key = match dto::opt_str(&obj, "idempotency_key")? {
+        Some(_) => dto::idempotency_key(&obj, limits)?,
+        None => String::new(),
+    };
+    let cmd = if capture {
+        dto::only(&obj, &["credits", "idempotency_key"])?;
+        let credits = dto::opt_u64(&obj, "credits", 0, u64::MAX)?.map(Credits);
+        Command::Capture {
+            hold_id,
+            credits,
+            idempotency_key: key,
+        }
+    } else {
+        dto::only(&obj, &["idempotency_key"])?;
+        Command::Release {
+            hold_id,
+            idempotency_key: key,
+        }
+    };
+    mutate(app, &id, cmd, false, Duration::ZERO, StatusCode::OK).await
+}
+
+async fn plan(app: &App, id: &str, body: &[u8]) -> Answer {
+    let id = dto::account_id(id, &app.config.limits)?;
+    let obj = dto::parse_object(body)?;
+    dto::only(&obj, &["plan", "idempotency_key"])?;
+    let plan = dto::req_str(&obj, "plan")?.to_string();
+    if !app.config.plans.contains_key(&plan) {
+        return Err(ApiError::invalid(
+            "plan",
+            format!("unknown plan {plan:?} (see /v1/pricing)"),
+        ));
+    }
+    let cmd = Command::ChangePlan {
+        plan,
+        idempotency_key: dto::idempotency_key(&obj, &app.config.limits)?,
+    };
+    mutate(app, &id, cmd, false, Duration::ZERO, StatusCode::OK).await
+}
+
+async fn purchase(app: &App, id: &str, body: &[u8]) -> Answer {
+    let id = dto::account_id(id, &app.config.limits)?;
+    let obj = dto::parse_object(body)?;
+    dto::only(&obj, &["pack", "payment_ref"])?;
+    let pack = dto::req_str(&obj, "pack")?.to_string();
+    if !app.config.packs.contains_key(&pack) {
+        return Err(ApiError::invalid(
+            "pack",
+            format!("unknown pack {pack:?} (see /v1/pricing)"),
+        ));
+    }
+    let payment_ref = dto::req_bounded(
+        &obj,
+        "payment_ref",
+        app.config.limits.idempotency_key_bytes_max,
+    )?;
+    mutate(
+        app,
+        &id,
+        Command::Purchase { pack, payment_ref },
+        false,
+        Duration::ZERO,
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn grant(app: &App, id: &str, body: &[u8]) -> Answer {
+    let id = dto::account_id(id, &app.config.limits)?;
+    let obj = dto::parse_object(body)?;
+    dto::only(&obj, &["bucket", "credits", "reason", "idempotency_key"])?;
+    let bucket_name = dto::req_str(&obj, "bucket")?;
+    let bucket = Bucket::parse(bucket_name).ok_or_else(|| {
+        ApiError::invalid(
+            "bucket",
+            format!("unknown bucket {bucket_name:?}; expected monthly, free or packs"),
+        )
+    })?;
+    let credits = dto::opt_u64(&obj, "credits", 1, u64::MAX)?
+        .ok_or_else(|| ApiError::invalid("credits", "credits is required"))?;
+    let limits = &app.config.limits;
+    let cmd = Command::Grant {
+        bucket,
+        credits: Credits(credits),
+        reason: dto::req_bounded(&obj, "reason", limits.reason_bytes_max)?,
+        idempotency_key: dto::idempotency_key(&obj, limits)?,
+    };
+    mutate(app, &id, cmd, false, Duration::ZERO, StatusCode::OK).await
+}
+
+/// `a=1&b=2` into pairs, percent-decoded; a malformed escape is a 400.
+pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+    fn decode(s: &str) -> Option<String> {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'%' => {
+                    let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                    out.push(u8::from_str_radix(hex, 16).ok()?);
+                    i += 3;
+                }
+                b'+' => {
+                    out.push(b' ');
+                    i += 1;
+                }
+                c => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8(out).ok()
+    }
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            match (decode(k), decode(v)) {
+                (Some(k), Some(v)) => Ok((k, v)),
+                _ => Err(ApiError::invalid(
+                    "query",
+                    format!("malformed query parameter {p:?}"),
+                )),
+            }
+        })
+        .collect()
+}
+
+pub fn query_u64(
+    pairs: &[(String, String)],
+    name: &str,
+    min: u64,
+    max: u64,
+) -> Result<Option<u64>, ApiError> {
+    match pairs.iter().find(|(k, _)| k == name) {
+        None => Ok(None),
+        Some((_, v)) => match v.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+            _ => Err(ApiError::invalid(
+                name,
+                format!("{name} must be an integer from {min} to {max}"),
+            )),
+        },
+    }
+}
+
+fn only_params(pairs: &[(String, String)], allowed: &[&str]) -> Result<(), ApiError> {
+    match pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+        Some((k, _)) => Err(ApiError::invalid(
+            k,
+            format!(
+                "unknown parameter {k:?}; expected one of {}",
+                allowed.join(", ")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+const LEDGER_LIMIT_DEFAULT: u64 = 50;
+const LEDGER_LIMIT_MAX: u64 = 500;
+
+async fn ledger(app: &App, id: &str, query: &str) -> Answer {
+    let id = dto::account_id(id, &app.config.limits)?;
+    let pairs = query_pairs(query)?;
+    only_params(&pairs, &["limit", "before"])?;
+    let limit =
+        query_u64(&pairs, "limit", 1, LEDGER_LIMIT_MAX)?.unwrap_or(LEDGER_LIMIT_DEFAULT) as usize;
+    let before = query_u64(&pairs, "before", 1, u64::MAX)?;
+    // Through the actor: 404 for an unknown account, and the seq it has reached.
+    let Outcome::View(acct) = ask(app, &id, |reply| Msg::Get { reply }).await? else {
+        unreachable!("Get answers a view")
+    };
+    let before = before.unwrap_or(acct.seq + 1).min(acct.seq + 1);
+    // One more than the page, for the change of the page's oldest entry.
+    let events = app
+        .store
+        .events_before(&id, before, limit + 1)
+        .map_err(|e| ApiError::from(ActorError::from(e)))?;
+    let mut entries = Vec::with_capacity(limit);
+    for (i, ev) in events.iter().take(limit).enumerate() {
+        let prev = events
+            .get(i + 1)
+            .map(|p| (p.after, p.held_after))
+            .unwrap_or_default();
+        let mut o = serde_json::Map::new();
+        o.insert("seq".into(), json!(ev.seq));
+        o.insert("time".into(), json!(ev.at.to_rfc3339()));
+        o.insert("kind".into(), json!(ev.body.kind()));
+        dto::entry_fields(&mut o, &ev.body);
+        let d = |a: Credits, b: Credits| a.get() as i128 - b.get() as i128;
+        o.insert(
+            "change".into(),
+            json!({
+                "monthly": d(ev.after.monthly, prev.0.monthly),
+                "free": d(ev.after.free, prev.0.free),
+                "packs": d(ev.after.packs, prev.0.packs),
+                "held": d(ev.held_after, prev.1),
+            }),
+        );
+        o.insert("balance_after".into(), json!({
+            "monthly": ev.after.monthly.get(), "free": ev.after.free.get(), "packs": ev.after.packs.get(),
+            "held": ev.held_after.get(), "available": ev.after.total().get(),
+        }));
+        o.insert("alerts".into(), dto::alerts(ev));
+        entries.push(Value::Object(o));
+    }
+    let next = match events.get(limit.saturating_sub(1)) {
+        Some(last) if events.len() > limit && entries.len() == limit => json!(last.seq.to_string()),
+        _ => Value::Null,
+    };
+    Ok((StatusCode::OK, json!({ "entries": entries, "next": next })))
+}
+
+const EVENTS_LIMIT_DEFAULT: u64 = 100;
+const EVENTS_LIMIT_MAX: u64 = 1000;
+
+async fn events(app: &App, query: &str) -> Answer {
+    let pairs = query_pairs(query)?;
+    only_params(&pairs, &["after", "limit", "wait_seconds"])?;
+    let after = query_u64(&pairs, "after", 0, u64::MAX)?.unwrap_or(0);
+    let limit =
+        query_u64(&pairs, "limit", 1, EVENTS_LIMIT_MAX)?.unwrap_or(EVENTS_LIMIT_DEFAULT) as usize;
+    let wait = query_u64(
+        &pairs,
+        "wait_seconds",
+        0,
+        app.config.limits.wait_seconds_max,
+    )?
+    .unwrap_or(0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    let mut durable = app.registry.services().journal.feed_durable();
+    loop {
+        let below = *durable.borrow_and_update();
+        let entries = app
+            .store
+            .feed_after(after, below, limit)
+            .map_err(|e| ApiError::from(ActorError::from(e)))?;
+        if !entries.is_empty() || tokio::time::Instant::now() >= deadline {
+            let next = entries.last().map(|e| json!(e.id)).unwrap_or(Value::Null);
+            let events: Vec<Value> = entries.iter().map(feed_entry).collect();
+            return Ok((StatusCode::OK, json!({ "events": events, "next": next })));
+        }
+        if let Ok(Err(_)) = tokio::time::timeout_at(deadline, durable.changed()).await {
+            // The journal is gone (shutting down): nothing new will become durable.
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+fn feed_entry(e: &crate::store::FeedEntry) -> Value {
+    let mut v = json!({
+        "id": e.id,
+        "type": e.notice.type_name(),
+        "account": e.account,
+        "seq": e.seq,
+        "time": e.at.to_rfc3339(),
+        "balances": {
+            "monthly": e.balances.monthly.get(), "free": e.balances.free.get(), "packs": e.balances.packs.get(),
+            "held": e.held.get(), "available": e.balances.total().get(),
+        },
+    });
+    match e.notice {
+        crate::domain::Notice::Low { threshold } => v["threshold"] = json!(threshold),
+        crate::domain::Notice::Exhausted => v["threshold"] = json!(0),
+        _ => {}
+    }
+    v
+}

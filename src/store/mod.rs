@@ -1,0 +1,113 @@
+//! Storage: the `Store` trait the rest of the daemon sees, its sled implementation, the
+//! record codec, and the journal that makes writes durable in groups.
+//!
+//! Only this module knows sled. Key layout (one sled tree, so one write is one atomic
+//! batch): `E‖account‖0‖seq` event, `S‖account` snapshot, `I‖account‖0‖key`
+//! idempotency record, `F‖id` feed entry, `W‖instant‖account` wake-up index.
+
+pub mod codec;
+pub mod journal;
+pub mod sled_store;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Account, Buckets, Credits, Event, Notice, Ts};
+
+pub use journal::Journal;
+pub use sled_store::SledStore;
+
+#[derive(Debug, Clone)]
+pub enum StorageError {
+    /// The disk or sled failed. Fail-stop: nothing after it is acknowledged.
+    Io(String),
+    /// A record failed its checksum, version or decoding. Reported, never skipped.
+    Corrupt { key: String, reason: String },
+}
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageError::Io(e) => write!(f, "storage I/O error: {e}"),
+            StorageError::Corrupt { key, reason } => {
+                write!(f, "corrupt record at key {key}: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+impl From<sled::Error> for StorageError {
+    fn from(e: sled::Error) -> Self {
+        StorageError::Io(e.to_string())
+    }
+}
+
+/// What an idempotency key is bound to: the request's fingerprint and the event it made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdemRecord {
+    pub fingerprint: [u8; 16],
+    pub seq: u64,
+    pub at: Ts,
+}
+
+/// One entry of the durable notification feed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedEntry {
+    pub id: u64,
+    pub account: String,
+    pub seq: u64,
+    pub at: Ts,
+    pub notice: Notice,
+    pub balances: Buckets,
+    pub held: Credits,
+}
+
+/// Everything one mutation writes, applied atomically.
+#[derive(Debug, Default)]
+pub struct Append<'a> {
+    pub events: &'a [Event],
+    /// Idempotency records to bind (the key of the event they point to).
+    pub idempotency: Vec<(&'a str, IdemRecord)>,
+    pub snapshot: Option<&'a Account>,
+    /// Moves the account in the wake-up index: (old, new).
+    pub wakeup: Option<(Option<Ts>, Ts)>,
+}
+
+/// The books on disk, as the actors and the audit need them. Writes become visible to
+/// reads at once and durable at the next `sync`.
+pub trait Store: Send + Sync + 'static {
+    fn append(&self, account: &str, append: Append<'_>) -> Result<(), StorageError>;
+    fn snapshot(&self, account: &str) -> Result<Option<Account>, StorageError>;
+    /// Events with `seq > after`, in order.
+    fn events_after(&self, account: &str, after: u64) -> Result<Vec<Event>, StorageError>;
+    /// Up to `limit` events with `seq < before`, newest first.
+    fn events_before(
+        &self,
+        account: &str,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StorageError>;
+    fn event(&self, account: &str, seq: u64) -> Result<Option<Event>, StorageError>;
+    fn idempotency(&self, account: &str, key: &str) -> Result<Option<IdemRecord>, StorageError>;
+    /// Deletes idempotency records bound before `cutoff`; answers how many.
+    fn prune_idempotency(&self, cutoff: Ts) -> Result<u64, StorageError>;
+    /// Every account that has a snapshot (every account: creation writes one).
+    fn accounts(&self) -> Result<Vec<String>, StorageError>;
+    /// Drops a stale entry of the wake-up index.
+    fn remove_wakeup(&self, account: &str, at: Ts) -> Result<(), StorageError>;
+    /// Accounts whose next reset or hold expiry is at or before `now`.
+    fn due_accounts(&self, now: Ts, limit: usize) -> Result<Vec<(Ts, String)>, StorageError>;
+    /// Feed entries with `id > after` and `id < below`, oldest first.
+    fn feed_after(
+        &self,
+        after: u64,
+        below: u64,
+        limit: usize,
+    ) -> Result<Vec<FeedEntry>, StorageError>;
+    /// One past the highest feed id written so far.
+    fn feed_next_id(&self) -> u64;
+    /// Makes every write made before the call durable: sled's flush, then an fsync of its
+    /// data file, because sled 0.34's flush is `sync_file_range`, not a full fsync.
+    fn sync(&self) -> Result<(), StorageError>;
+}

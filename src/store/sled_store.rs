@@ -1,0 +1,280 @@
+//! `Store` over one sled tree. Each mutation is one `apply_batch`, so an event, its
+//! idempotency record, its feed entries and its snapshot land together or not at all.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use sled::{Batch, Db, IVec};
+
+use super::codec::{decode, display_key, encode};
+use super::{Append, FeedEntry, IdemRecord, StorageError, Store};
+use crate::domain::{Account, Event, Ts};
+
+const EVENT: u8 = b'E';
+const SNAPSHOT: u8 = b'S';
+const IDEM: u8 = b'I';
+const FEED: u8 = b'F';
+const WAKEUP: u8 = b'W';
+
+pub struct SledStore {
+    db: Db,
+    /// sled's data file, fsynced after each flush (see `Store::sync`).
+    data_file: File,
+    /// Feed ids are handed out and written under this lock so that ids become visible in
+    /// order; only the rare mutations that notify take it, never a plain debit.
+    feed_lock: Mutex<()>,
+    feed_next: AtomicU64,
+}
+
+fn event_key(account: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(account.len() + 10);
+    k.push(EVENT);
+    k.extend_from_slice(account.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn account_prefix(tag: u8, account: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(account.len() + 2);
+    k.push(tag);
+    k.extend_from_slice(account.as_bytes());
+    k.push(0);
+    k
+}
+
+fn snapshot_key(account: &str) -> Vec<u8> {
+    let mut k = vec![SNAPSHOT];
+    k.extend_from_slice(account.as_bytes());
+    k
+}
+
+fn idem_key(account: &str, key: &str) -> Vec<u8> {
+    let mut k = account_prefix(IDEM, account);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+fn wakeup_key(at: Ts, account: &str) -> Vec<u8> {
+    let mut k = vec![WAKEUP];
+    // Offset so that order of bytes is order of instants (instants are >= 0 anyway).
+    k.extend_from_slice(&((at.0 as u64) ^ (1 << 63)).to_be_bytes());
+    k.extend_from_slice(account.as_bytes());
+    k
+}
+
+fn feed_key(id: u64) -> [u8; 9] {
+    let mut k = [FEED; 9];
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+impl SledStore {
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<SledStore, StorageError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StorageError::Io(format!("creating {}: {e}", dir.display())))?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .open()?;
+        let data_path = dir.join("db");
+        let data_file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&data_path)
+            .map_err(|e| StorageError::Io(format!("opening {}: {e}", data_path.display())))?;
+        let feed_next = match db.scan_prefix([FEED]).next_back() {
+            Some(kv) => {
+                let (k, _) = kv?;
+                u64::from_be_bytes(k[1..9].try_into().map_err(|_| StorageError::Corrupt {
+                    key: display_key(&k),
+                    reason: "feed key is not 9 bytes".into(),
+                })?) + 1
+            }
+            None => 1,
+        };
+        Ok(SledStore {
+            db,
+            data_file,
+            feed_lock: Mutex::new(()),
+            feed_next: AtomicU64::new(feed_next),
+        })
+    }
+
+    fn get_decoded<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError> {
+        match self.db.get(key)? {
+            Some(v) => decode(key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn decode_events(
+        iter: impl Iterator<Item = sled::Result<(IVec, IVec)>>,
+        limit: usize,
+    ) -> Result<Vec<Event>, StorageError> {
+        let mut out = Vec::new();
+        for kv in iter.take(limit) {
+            let (k, v) = kv?;
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+}
+
+impl Store for SledStore {
+    fn append(&self, account: &str, a: Append<'_>) -> Result<(), StorageError> {
+        let mut batch = Batch::default();
+        for ev in a.events {
+            batch.insert(event_key(account, ev.seq), encode(ev));
+        }
+        for (key, rec) in &a.idempotency {
+            batch.insert(idem_key(account, key), encode(rec));
+        }
+        if let Some(acct) = a.snapshot {
+            batch.insert(snapshot_key(account), encode(acct));
+        }
+        if let Some((old, new)) = a.wakeup {
+            if let Some(old) = old {
+                batch.remove(wakeup_key(old, account));
+            }
+            batch.insert(wakeup_key(new, account), &[][..]);
+        }
+        let notices: Vec<_> = a
+            .events
+            .iter()
+            .flat_map(|ev| ev.notices().into_iter().map(move |n| (ev, n)))
+            .collect();
+        if notices.is_empty() {
+            return Ok(self.db.apply_batch(batch)?);
+        }
+        let _order = self.feed_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut id = self.feed_next.load(Ordering::Acquire);
+        for (ev, notice) in notices {
+            let entry = FeedEntry {
+                id,
+                account: account.to_string(),
+                seq: ev.seq,
+                at: ev.at,
+                notice,
+                balances: ev.after,
+                held: ev.held_after,
+            };
+            batch.insert(&feed_key(id)[..], encode(&entry));
+            id += 1;
+        }
+        self.db.apply_batch(batch)?;
+        self.feed_next.store(id, Ordering::Release);
+        Ok(())
+    }
+
+    fn snapshot(&self, account: &str) -> Result<Option<Account>, StorageError> {
+        self.get_decoded(&snapshot_key(account))
+    }
+
+    fn events_after(&self, account: &str, after: u64) -> Result<Vec<Event>, StorageError> {
+        let start = event_key(account, after.saturating_add(1));
+        let end = event_key(account, u64::MAX);
+        Self::decode_events(self.db.range(start..=end), usize::MAX)
+    }
+
+    fn events_before(
+        &self,
+        account: &str,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StorageError> {
+        let start = event_key(account, 0);
+        let end = event_key(account, before);
+        Self::decode_events(self.db.range(start..end).rev(), limit)
+    }
+
+    fn event(&self, account: &str, seq: u64) -> Result<Option<Event>, StorageError> {
+        self.get_decoded(&event_key(account, seq))
+    }
+
+    fn idempotency(&self, account: &str, key: &str) -> Result<Option<IdemRecord>, StorageError> {
+        self.get_decoded(&idem_key(account, key))
+    }
+
+    fn prune_idempotency(&self, cutoff: Ts) -> Result<u64, StorageError> {
+        let mut n = 0;
+        for kv in self.db.scan_prefix([IDEM]) {
+            let (k, v) = kv?;
+            let rec: IdemRecord = decode(&k, &v)?;
+            if rec.at < cutoff {
+                // Compare-and-swap so a key re-bound meanwhile is not deleted.
+                if self
+                    .db
+                    .compare_and_swap(&k, Some(v), None::<&[u8]>)?
+                    .is_ok()
+                {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    fn accounts(&self) -> Result<Vec<String>, StorageError> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix([SNAPSHOT]) {
+            let (k, _) = kv?;
+            out.push(String::from_utf8_lossy(&k[1..]).into_owned());
+        }
+        Ok(out)
+    }
+
+    fn remove_wakeup(&self, account: &str, at: Ts) -> Result<(), StorageError> {
+        self.db.remove(wakeup_key(at, account))?;
+        Ok(())
+    }
+
+    fn due_accounts(&self, now: Ts, limit: usize) -> Result<Vec<(Ts, String)>, StorageError> {
+        let end = wakeup_key(now.plus_millis(1), "");
+        let mut out = Vec::new();
+        for kv in self.db.range(vec![WAKEUP]..end).take(limit) {
+            let (k, _) = kv?;
+            let at =
+                Ts((u64::from_be_bytes(k[1..9].try_into().expect("8 bytes")) ^ (1 << 63)) as i64);
+            out.push((at, String::from_utf8_lossy(&k[9..]).into_owned()));
+        }
+        Ok(out)
+    }
+
+    fn feed_after(
+        &self,
+        after: u64,
+        below: u64,
+        limit: usize,
+    ) -> Result<Vec<FeedEntry>, StorageError> {
+        if after.saturating_add(1) >= below {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for kv in self
+            .db
+            .range(feed_key(after.saturating_add(1))..feed_key(below))
+            .take(limit)
+        {
+            let (k, v) = kv?;
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    fn feed_next_id(&self) -> u64 {
+        self.feed_next.load(Ordering::Acquire)
+    }
+
+    fn sync(&self) -> Result<(), StorageError> {
+        self.db.flush()?;
+        self.data_file
+            .sync_data()
+            .map_err(|e| StorageError::Io(format!("fsync of sled data file: {e}")))
+    }
+}
