@@ -46,7 +46,7 @@ enum Cmd {
 }
 
 fn load(
-    path: &PathBuf,
+    path: &std::path::Path,
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
 ) -> Result<Config, String> {

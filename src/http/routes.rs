@@ -430,7 +430,7 @@ async fn batch(app: &App, body: &[u8]) -> Answer {
     for w in waiting {
         let r = match w {
             Ok((account, rx)) => match rx.await.unwrap_or(Err(ActorError::Unavailable)) {
-                Ok(outcome) => answer(&account, outcome, StatusCode::OK).map_err(|e| e),
+                Ok(outcome) => answer(&account, outcome, StatusCode::OK),
                 Err(e) => Err(e.into()),
             },
             Err(e) => Err(e),

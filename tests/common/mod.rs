@@ -1,0 +1,237 @@
+//! Test harness: starts the real `creditsd` binary on 127.0.0.1:0 with a generated config
+//! and a temporary sled directory, and speaks HTTP to it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use serde_json::{json, Value};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_creditsd");
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub log: Arc<Mutex<Vec<String>>>,
+    agent: ureq::Agent,
+}
+
+impl Daemon {
+    /// Starts with the defaults of `config.toml` plus `extra` TOML.
+    pub fn start(extra: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, extra).expect("writing config");
+        let mut d = Daemon {
+            child: None,
+            addr: String::new(),
+            dir,
+            config_path,
+            log: Arc::new(Mutex::new(Vec::new())),
+            agent: ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(90))
+                .build(),
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&self.config_path)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(self.data_dir())
+            .env("RUST_LOG", "info")
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning creditsd");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("listening on http://") {
+                    let addr = line[i + "listening on http://".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
+                    let _ = tx.send(addr);
+                }
+                log.lock().unwrap().push(line);
+            }
+        });
+        self.addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "creditsd did not report its address; log:\n{}",
+                    self.log.lock().unwrap().join("\n")
+                )
+            });
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL: no drain, no snapshot, no final flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .unwrap();
+        c.wait().unwrap()
+    }
+
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            assert!(self.terminate().success(), "graceful stop failed");
+        }
+        self.spawn();
+    }
+
+    /// Starts again after a kill9.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none());
+        self.spawn();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let req = self.agent.request(method, &self.url(path));
+        let res = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        read(res)
+    }
+
+    /// Sends `body` as it is (malformed JSON, huge bodies).
+    pub fn raw(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        read(
+            self.agent
+                .request(method, &self.url(path))
+                .set("Content-Type", "application/json")
+                .send_string(body),
+        )
+    }
+
+    /// Writes `head` (request line and headers, without the final blank line) and then
+    /// `body` on a fresh connection and answers the status line and the rest as text.
+    pub fn raw_tcp(&self, head: &str, body: &[u8]) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(format!("{head}\r\n\r\n").as_bytes()).unwrap();
+        let _ = s.write_all(body);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (status, text)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None)
+    }
+    pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(&body))
+    }
+    pub fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("PUT", path, Some(&body))
+    }
+
+    pub fn create(&self, id: &str, plan: &str) -> Value {
+        let (s, v) = self.post("/v1/accounts", json!({ "id": id, "plan": plan }));
+        assert_eq!(s, 201, "{v}");
+        v
+    }
+
+    pub fn debit(&self, id: &str, op: &str, qty: u64, key: &str) -> (u16, Value) {
+        self.post(
+            &format!("/v1/accounts/{id}/debits"),
+            json!({ "operation": op, "quantity": qty, "idempotency_key": key }),
+        )
+    }
+
+    pub fn account(&self, id: &str) -> Value {
+        let (s, v) = self.get(&format!("/v1/accounts/{id}"));
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Runs `creditsd audit` on this daemon's data directory (the daemon must be stopped).
+    pub fn audit(&self) -> (bool, String) {
+        audit(&self.config_path, &self.data_dir())
+    }
+}
+
+pub fn audit(config: &Path, data: &Path) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(["audit", "--config"])
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn read(res: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
+    match res {
+        Ok(r) => {
+            let s = r.status();
+            (s, r.into_json().unwrap_or(Value::Null))
+        }
+        Err(ureq::Error::Status(s, r)) => (s, r.into_json().unwrap_or(Value::Null)),
+        Err(e) => panic!("transport error: {e}"),
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
