@@ -125,12 +125,23 @@ impl Daemon {
     }
 
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        self.try_call(method, path, body)
+            .unwrap_or_else(|e| panic!("transport error: {e}"))
+    }
+
+    /// Like `call`, but a transport failure (the daemon died) is an `Err`, not a panic.
+    pub fn try_call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), String> {
         let req = self.agent.request(method, &self.url(path));
         let res = match body {
             Some(b) => req.send_json(b),
             None => req.call(),
         };
-        read(res)
+        try_read(res)
     }
 
     /// Sends `body` as it is (malformed JSON, huge bodies).
@@ -220,13 +231,58 @@ pub fn audit(config: &Path, data: &Path) -> (bool, String) {
 }
 
 fn read(res: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
+    try_read(res).unwrap_or_else(|e| panic!("transport error: {e}"))
+}
+
+fn try_read(res: Result<ureq::Response, ureq::Error>) -> Result<(u16, Value), String> {
     match res {
         Ok(r) => {
             let s = r.status();
-            (s, r.into_json().unwrap_or(Value::Null))
+            r.into_json().map(|v| (s, v)).map_err(|e| e.to_string())
         }
-        Err(ureq::Error::Status(s, r)) => (s, r.into_json().unwrap_or(Value::Null)),
-        Err(e) => panic!("transport error: {e}"),
+        Err(ureq::Error::Status(s, r)) => Ok((s, r.into_json().unwrap_or(Value::Null))),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A tiny deterministic PRNG (xorshift64*), so a failing run can print its seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn from_time() -> Rng {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        Rng(t | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Every ledger entry of an account, newest first, following the cursor.
+pub fn full_ledger(d: &Daemon, id: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let path = match &before {
+            Some(b) => format!("/v1/accounts/{id}/ledger?limit=500&before={b}"),
+            None => format!("/v1/accounts/{id}/ledger?limit=500"),
+        };
+        let (s, v) = d.get(&path);
+        assert_eq!(s, 200, "{v}");
+        out.extend(v["entries"].as_array().unwrap().iter().cloned());
+        match v["next"].as_str() {
+            Some(n) => before = Some(n.to_string()),
+            None => return out,
+        }
     }
 }
 
