@@ -333,3 +333,24 @@ fn parked_debits_are_served_in_arrival_order() {
     assert!(seqs[0] < seqs[1] && seqs[1] < seqs[2], "{seqs:?}");
     assert_eq!(d.account("p")["available"], 0);
 }
+
+#[test]
+fn a_parked_debit_behind_a_larger_one_is_applied_when_its_wait_ends_if_it_fits() {
+    let d = Daemon::start("");
+    d.create("p", "free");
+    d.debit("p", "face_generation", 9, "drain"); // 5 left
+    std::thread::scope(|s| {
+        let head = s.spawn(|| d.post("/v1/accounts/p/debits", json!({ "operation": "video_generation", "quantity": 10, "idempotency_key": "head", "wait_seconds": 3 })));
+        std::thread::sleep(Duration::from_millis(200));
+        // Fits now, but waits its turn behind the head; when its own wait ends it goes through.
+        let (s2, v2) = d.post("/v1/accounts/p/debits", json!({ "operation": "caption_generation", "idempotency_key": "small", "wait_seconds": 1 }));
+        assert_eq!(s2, 200, "{v2}");
+        assert_eq!(v2["balances"]["available"], 4);
+        let (s1, v1) = head.join().unwrap();
+        assert_eq!(
+            (s1, v1["error"]["required"].clone()),
+            (402, json!(80)),
+            "{v1}"
+        );
+    });
+}

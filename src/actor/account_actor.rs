@@ -103,7 +103,6 @@ impl AccountActor {
         };
         if matches!(self.state, State::Live(_)) {
             metrics::histogram!(m::ACTIVATION_SECONDS).record(started.elapsed().as_secs_f64());
-            metrics::gauge!(m::ACCOUNTS_ACTIVE).increment(1.0);
         }
     }
 
@@ -160,24 +159,20 @@ impl AccountActor {
 
     async fn on_time(&mut self) {
         self.catch_up();
-        self.serve_parked().await;
+        // Parked clients that hung up give up their place; nothing is debited for them.
+        self.parked.retain(|p| !p.mutation.reply.is_closed());
         let now = Instant::now();
-        self.parked.retain_mut(|p| !p.mutation.reply.is_closed());
-        while let Some(i) = self.parked.iter().position(|p| p.deadline <= now) {
-            let p = self.parked.remove(i).expect("index in range");
-            let refusal = match &self.state {
-                State::Live(acct) => self.refusal_now(acct, &p.mutation.cmd),
-                _ => None,
-            };
-            let err = refusal.map_or(ActorError::Unavailable, ActorError::Refused);
-            metrics::counter!(m::DEBITS_TOTAL, "result" => "insufficient").increment(1);
-            let _ = p.mutation.reply.send(Err(err));
+        let (expired, waiting): (VecDeque<Parked>, VecDeque<Parked>) =
+            self.parked.drain(..).partition(|p| p.deadline <= now);
+        self.parked = waiting;
+        for p in expired {
+            // The wait is over: one last try (it may fit now, behind a head that did not),
+            // and otherwise the 402 it would have had at once.
+            let mut mutation = p.mutation;
+            mutation.wait = Duration::ZERO;
+            self.try_apply(mutation).await;
         }
-    }
-
-    fn refusal_now(&self, acct: &Account, cmd: &Command) -> Option<Refusal> {
-        acct.decide(cmd, self.svc.clock.now(), &self.svc.pricing)
-            .err()
+        self.serve_parked().await;
     }
 
     async fn handle(&mut self, msg: Msg) {
