@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::fingerprint::{fingerprint, key_of};
 use super::{ActorError, Msg, Mutation, Outcome, Registry, Reply, ReplyTx, Services};
-use crate::domain::{Account, Command, Event, Refusal, Ts};
+use crate::domain::{Account, Event, Refusal, Ts};
 use crate::metrics as m;
 use crate::store::{Append, IdemRecord};
 
