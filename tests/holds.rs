@@ -354,3 +354,21 @@ fn a_parked_debit_behind_a_larger_one_is_applied_when_its_wait_ends_if_it_fits()
         );
     });
 }
+
+#[test]
+fn a_hold_expiry_reaches_the_feed_with_no_other_traffic() {
+    let d = Daemon::start("");
+    d.create("a", "free");
+    hold(&d, "a", "sample_image", 1, "h", Some(1));
+    // Nothing else happens: the expiry must still be made durable and published.
+    let started = Instant::now();
+    let (s, v) = d.get("/v1/events?after=0&wait_seconds=20");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["events"][0]["type"], "hold.expired", "{v}");
+    assert_eq!(v["events"][0]["account"], "a");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -288,6 +288,9 @@ impl AccountActor {
         }
         self.write_events(&recorded, Vec::new());
         self.reindex();
+        // Nobody waits on these events, but they must become durable (and reach the feed)
+        // on time, not at the next unrelated request.
+        self.svc.journal.request_sync();
     }
 
     /// Moves the account in the wake-up index when its next wake-up changed.

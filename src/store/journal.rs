@@ -30,9 +30,17 @@ pub enum Durability {
     Periodic { interval: Duration },
 }
 
+/// What the journal thread receives: a reply to release after the next sync, or a request
+/// for a sync with no reply behind it (time-driven events that nobody is waiting for, but
+/// which must become durable and reach the feed on time).
+enum Item<T> {
+    Reply(Pending<T>),
+    Sync,
+}
+
 /// The handle actors use. Cloneable; dropping every clone stops the thread after a final sync.
 pub struct Journal<T> {
-    tx: mpsc::Sender<Pending<T>>,
+    tx: mpsc::Sender<Item<T>>,
     durability: Durability,
     /// The feed id below which every entry is durable; readers of the feed stop there.
     feed_durable: watch::Receiver<u64>,
@@ -87,8 +95,15 @@ impl<T: Send + 'static> Journal<T> {
             }
             Durability::Sync => {
                 // The thread only goes away at shutdown, after every actor has stopped.
-                let _ = self.tx.send(Pending { reply, value }).await;
+                let _ = self.tx.send(Item::Reply(Pending { reply, value })).await;
             }
+        }
+    }
+
+    /// Asks for a sync soon, without waiting for it. A full queue already means one is coming.
+    pub fn request_sync(&self) {
+        if self.durability == Durability::Sync {
+            let _ = self.tx.try_send(Item::Sync);
         }
     }
 
@@ -99,7 +114,7 @@ impl<T: Send + 'static> Journal<T> {
 
 fn run<T>(
     store: Arc<dyn Store>,
-    mut rx: mpsc::Receiver<Pending<T>>,
+    mut rx: mpsc::Receiver<Item<T>>,
     durability: Durability,
     batch_max: usize,
     feed_tx: watch::Sender<u64>,
@@ -109,10 +124,11 @@ fn run<T>(
     loop {
         let open = match durability {
             Durability::Sync => match rx.blocking_recv() {
-                Some(p) => {
+                Some(Item::Reply(p)) => {
                     group.push(p);
                     true
                 }
+                Some(Item::Sync) => true,
                 None => false,
             },
             Durability::Periodic { interval } => {
@@ -122,7 +138,8 @@ fn run<T>(
         };
         while group.len() < batch_max {
             match rx.try_recv() {
-                Ok(p) => group.push(p),
+                Ok(Item::Reply(p)) => group.push(p),
+                Ok(Item::Sync) => {}
                 Err(_) => break,
             }
         }
