@@ -3,8 +3,6 @@
 //! that every event replays to the balances it recorded, and that the snapshot equals the
 //! replay up to its sequence number.
 
-use std::panic::AssertUnwindSafe;
-
 use crate::domain::Account;
 use crate::store::Store;
 
@@ -45,8 +43,8 @@ fn audit_account(store: &dyn Store, id: &str, events_seen: &mut u64) -> Result<(
     for ev in &events {
         *events_seen += 1;
         // `apply` asserts sequence and balances; a failed assertion is a finding here.
-        std::panic::catch_unwind(AssertUnwindSafe(|| acct.apply(ev)))
-            .map_err(|p| format!("account {id}: seq {}: {}", ev.seq, panic_text(&p)))?;
+        crate::replaying(|| acct.apply(ev))
+            .map_err(|p| format!("account {id}: seq {}: {p}", ev.seq))?;
         acct.check_books()
             .map_err(|e| format!("{e} (after seq {})", ev.seq))?;
         if snapshot.as_ref().is_some_and(|s| s.seq == ev.seq) {
@@ -73,11 +71,4 @@ fn audit_account(store: &dyn Store, id: &str, events_seen: &mut u64) -> Result<(
         return Err(format!("account {id}: no snapshot"));
     }
     Ok(())
-}
-
-fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default()
 }

@@ -30,3 +30,37 @@ pub fn fail_stop(reason: &str) -> ! {
     eprintln!("creditsd: fatal storage failure: {reason}");
     std::process::exit(74)
 }
+
+thread_local! {
+    static REPLAYING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (a replay of recorded events) so that a broken invariant becomes an `Err` with
+/// the panic's message instead of stopping the process: a damaged log disables one
+/// account (and is reported by audit), it does not crash-loop the daemon.
+pub fn replaying<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    REPLAYING.with(|r| r.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    REPLAYING.with(|r| r.set(false));
+    result.map_err(|p| {
+        p.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default()
+    })
+}
+
+/// Any other panic is a bug on the live path (a bucket below zero, a sequence gap): the
+/// books in memory can no longer be trusted, so the process stops, like a storage failure,
+/// and recovery rebuilds every account from its durable log.
+pub fn install_fail_stop_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if REPLAYING.with(|r| r.get()) {
+            return;
+        }
+        default(info);
+        tracing::error!(panic = %info, "invariant broken: stopping without acknowledging anything further");
+        std::process::exit(70);
+    }));
+}

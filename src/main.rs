@@ -103,6 +103,7 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&config);
+            creditsd::install_fail_stop_panic_hook();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -150,6 +151,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            creditsd::install_fail_stop_panic_hook();
             let report = creditsd::audit::audit(&*store);
             for p in &report.problems {
                 println!("PROBLEM {p}");

@@ -108,3 +108,50 @@ fn periodic_durability_serves_and_keeps_state_across_a_graceful_restart() {
     let (_, v) = d.debit("a", "caption_generation", 1, "k7");
     assert_eq!(v["duplicate"], true);
 }
+
+#[test]
+fn an_account_whose_log_does_not_replay_is_refused_alone() {
+    let mut d = Daemon::start("");
+    d.create("good", "free");
+    assert!(d.terminate().success());
+    {
+        let store = SledStore::open(&d.data_dir(), 1 << 20).unwrap();
+        let (mut events, acct) = history("tampered");
+        events[3].after = Buckets {
+            packs: Credits(7),
+            ..events[3].after
+        };
+        write(&store, "tampered", &events, &Account::empty("tampered"));
+        // The snapshot is from before the damage, so activation must replay the bad event.
+        let mut snap = Account::empty("tampered");
+        for ev in &events[..2] {
+            snap.apply(ev);
+        }
+        store
+            .append(
+                "tampered",
+                Append {
+                    snapshot: Some(&snap),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        store.sync().unwrap();
+    }
+    d.start_again();
+    let (s, v) = d.get("/v1/accounts/tampered");
+    assert_eq!(
+        (s, v["error"]["code"].clone()),
+        (500, json!("storage_corrupt")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("seq 4"),
+        "{v}"
+    );
+    let (s, _) = d.debit("tampered", "caption_generation", 1, "k");
+    assert_eq!(s, 500);
+    // Every other account keeps working, and the daemon is still up.
+    assert_eq!(d.debit("good", "caption_generation", 1, "k").0, 200);
+    assert_eq!(d.account("good")["available"], 49);
+}

@@ -131,7 +131,12 @@ impl AccountActor {
                     self.id, acct.seq, ev.seq
                 )));
             }
-            acct.apply(ev);
+            crate::replaying(|| acct.apply(ev)).map_err(|e| {
+                ActorError::Corrupt(format!(
+                    "account {}: seq {} does not replay: {e}",
+                    self.id, ev.seq
+                ))
+            })?;
         }
         Ok((acct.seq > 0).then_some(acct))
     }
