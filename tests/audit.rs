@@ -116,7 +116,7 @@ fn an_account_whose_log_does_not_replay_is_refused_alone() {
     assert!(d.terminate().success());
     {
         let store = SledStore::open(&d.data_dir(), 1 << 20).unwrap();
-        let (mut events, acct) = history("tampered");
+        let (mut events, _) = history("tampered");
         events[3].after = Buckets {
             packs: Credits(7),
             ..events[3].after
