@@ -72,6 +72,11 @@ impl<T: Send + 'static> Journal<T> {
         observer: Box<dyn JournalObserver>,
     ) -> (Journal<T>, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(queue_max);
+        // A run that was killed may have left writes that were never synced; sync them
+        // before the feed, which trusts everything below its watermark, shows them.
+        if let Err(e) = store.sync() {
+            crate::fail_stop(&format!("sync at start: {e}"));
+        }
         let (feed_tx, feed_rx) = watch::channel(store.feed_next_id());
         let handle = std::thread::Builder::new()
             .name("creditsd-journal".into())
@@ -153,7 +158,8 @@ fn run<T>(
             ));
         }
         observer.group_committed(group.len(), started.elapsed());
-        feed_tx.send_replace(feed_mark);
+        // Only a new watermark wakes the feed's readers (long polls, webhook senders).
+        feed_tx.send_if_modified(|mark| std::mem::replace(mark, feed_mark) != feed_mark);
         for p in group.drain(..) {
             let _ = p.reply.send(p.value);
         }
