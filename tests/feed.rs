@@ -150,6 +150,7 @@ fn a_parked_debit_resumes_when_a_purchase_replenishes() {
         ureq::post(&format!("http://{addr}/v1/accounts/p/debits"))
             .send_json(json!({ "operation": "face_generation", "idempotency_key": "parked", "wait_seconds": 30 }))
             .map(|r| (r.status(), r.into_json::<Value>().unwrap()))
+            .map_err(|e| e.to_string())
     });
     std::thread::sleep(Duration::from_millis(300));
     let (s, v) = d.post(
