@@ -22,6 +22,8 @@ pub struct Config {
     pub packs: BTreeMap<String, PackConfig>,
     pub auth: AuthConfig,
     pub log: LogConfig,
+    pub feed: crate::feed::FeedConfig,
+    pub webhooks: Vec<crate::webhooks::WebhookConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -153,6 +155,8 @@ impl Default for Config {
                 .collect(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
+            feed: Default::default(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -392,7 +396,8 @@ impl Config {
                 }
             }
         }
-        Ok(())
+        self.feed.validate()?;
+        crate::webhooks::validate(&self.webhooks)
     }
 
     pub fn pricing(&self) -> Pricing {

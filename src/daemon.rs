@@ -87,6 +87,12 @@ pub async fn run(
         clock.clone(),
         Duration::from_millis(config.actors.sweep_interval_ms),
     ));
+    tokio::spawn(crate::feed::prune(
+        store.clone(),
+        clock.clone(),
+        config.feed.clone(),
+    ));
+    crate::webhooks::start(&config.webhooks, store.clone(), journal.feed_durable());
     tokio::spawn(prune_idempotency(
         store.clone(),
         clock.clone(),

@@ -9,15 +9,19 @@
 //! - `daemon`: wiring in order: store → journal → registry → HTTP → ready → drain.
 //! - `audit`: replays every account's log and checks the books.
 //! - `metrics`: metric names and the helpers that move them.
+//! - `feed`: retention of the durable notification feed (`[feed]`, pruning).
+//! - `webhooks`: delivery of the durable feed to `[[webhooks]]`, signed, with retries.
 
 pub mod actor;
 pub mod audit;
 pub mod config;
 pub mod daemon;
 pub mod domain;
+pub mod feed;
 pub mod http;
 pub mod metrics;
 pub mod store;
+pub mod webhooks;
 
 /// A storage failure stops the process: nothing after it is acknowledged, the reason is
 /// logged, and the exit code (74, EX_IOERR) tells systemd to restart us. Recovery then

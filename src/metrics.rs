@@ -20,6 +20,8 @@ pub const SNAPSHOTS_TOTAL: &str = "creditsd_snapshots_total";
 pub const ACTIVATION_SECONDS: &str = "creditsd_account_activation_duration_seconds";
 pub const RECOVERY_SECONDS: &str = "creditsd_recovery_duration_seconds";
 pub const MAILBOX_REJECTIONS_TOTAL: &str = "creditsd_mailbox_rejections_total";
+/// Webhook attempts by result: `delivered`, `failed` (will retry), `given_up`.
+pub const WEBHOOK_DELIVERIES_TOTAL: &str = "creditsd_webhook_deliveries_total";
 
 /// Installs the global recorder and answers the handle `/metrics` renders from.
 pub fn install() -> PrometheusHandle {

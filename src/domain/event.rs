@@ -160,6 +160,17 @@ pub enum Notice {
 }
 
 impl Notice {
+    /// Every `type_name`, for validating subscriptions.
+    pub const TYPES: [&'static str; 7] = [
+        "balance.low",
+        "balance.exhausted",
+        "balance.replenished",
+        "period.reset",
+        "plan.changed",
+        "purchase.completed",
+        "hold.expired",
+    ];
+
     pub fn type_name(self) -> &'static str {
         match self {
             Notice::Low { .. } => "balance.low",

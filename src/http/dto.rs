@@ -417,3 +417,24 @@ pub fn ts_param(name: &str, s: &str) -> Result<Ts, ApiError> {
         )
     })
 }
+
+/// One feed event as `/v1/events` lists it and a webhook POSTs it.
+pub fn feed_entry(e: &crate::store::FeedEntry) -> Value {
+    let mut v = json!({
+        "id": e.id,
+        "type": e.notice.type_name(),
+        "account": e.account,
+        "seq": e.seq,
+        "time": e.at.to_rfc3339(),
+        "balances": {
+            "monthly": e.balances.monthly.get(), "free": e.balances.free.get(), "packs": e.balances.packs.get(),
+            "held": e.held.get(), "available": e.balances.total().get(),
+        },
+    });
+    match e.notice {
+        crate::domain::Notice::Low { threshold } => v["threshold"] = json!(threshold),
+        crate::domain::Notice::Exhausted => v["threshold"] = json!(0),
+        _ => {}
+    }
+    v
+}

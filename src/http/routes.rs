@@ -729,7 +729,7 @@ async fn events(app: &App, query: &str) -> Answer {
             .map_err(|e| ApiError::from(ActorError::from(e)))?;
         if !entries.is_empty() || tokio::time::Instant::now() >= deadline {
             let next = entries.last().map(|e| json!(e.id)).unwrap_or(Value::Null);
-            let events: Vec<Value> = entries.iter().map(feed_entry).collect();
+            let events: Vec<Value> = entries.iter().map(dto::feed_entry).collect();
             return Ok((StatusCode::OK, json!({ "events": events, "next": next })));
         }
         if let Ok(Err(_)) = tokio::time::timeout_at(deadline, durable.changed()).await {
@@ -737,24 +737,4 @@ async fn events(app: &App, query: &str) -> Answer {
             tokio::time::sleep_until(deadline).await;
         }
     }
-}
-
-fn feed_entry(e: &crate::store::FeedEntry) -> Value {
-    let mut v = json!({
-        "id": e.id,
-        "type": e.notice.type_name(),
-        "account": e.account,
-        "seq": e.seq,
-        "time": e.at.to_rfc3339(),
-        "balances": {
-            "monthly": e.balances.monthly.get(), "free": e.balances.free.get(), "packs": e.balances.packs.get(),
-            "held": e.held.get(), "available": e.balances.total().get(),
-        },
-    });
-    match e.notice {
-        crate::domain::Notice::Low { threshold } => v["threshold"] = json!(threshold),
-        crate::domain::Notice::Exhausted => v["threshold"] = json!(0),
-        _ => {}
-    }
-    v
 }

@@ -3,7 +3,8 @@
 //!
 //! Only this module knows sled. Key layout (one sled tree, so one write is one atomic
 //! batch): `E‖account‖0‖seq` event, `S‖account` snapshot, `I‖account‖0‖key`
-//! idempotency record, `F‖id` feed entry, `W‖instant‖account` wake-up index.
+//! idempotency record, `F‖id` feed entry, `W‖instant‖account` wake-up index,
+//! `C‖name` a feed consumer's cursor (a webhook's last delivered feed id).
 
 pub mod codec;
 pub mod journal;
@@ -107,6 +108,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<FeedEntry>, StorageError>;
     /// One past the highest feed id written so far.
     fn feed_next_id(&self) -> u64;
+    /// Deletes feed entries, oldest first, while their id is below `below` or their time
+    /// is before `cutoff`; the newest entry always stays, because its id is where ids go
+    /// on from after a restart. Answers how many were deleted.
+    fn prune_feed(&self, below: u64, cutoff: Ts) -> Result<u64, StorageError>;
+    /// The feed id a named consumer (a webhook) has handled everything up to.
+    fn feed_cursor(&self, name: &str) -> Result<Option<u64>, StorageError>;
+    fn set_feed_cursor(&self, name: &str, id: u64) -> Result<(), StorageError>;
     /// Makes every write made before the call durable: sled's flush, then an fsync of its
     /// data file, because sled 0.34's flush is `sync_file_range`, not a full fsync.
     fn sync(&self) -> Result<(), StorageError>;

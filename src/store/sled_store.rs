@@ -17,6 +17,7 @@ const SNAPSHOT: u8 = b'S';
 const IDEM: u8 = b'I';
 const FEED: u8 = b'F';
 const WAKEUP: u8 = b'W';
+const CURSOR: u8 = b'C';
 
 pub struct SledStore {
     db: Db,
@@ -62,6 +63,12 @@ fn wakeup_key(at: Ts, account: &str) -> Vec<u8> {
     // Offset so that order of bytes is order of instants (instants are >= 0 anyway).
     k.extend_from_slice(&((at.0 as u64) ^ (1 << 63)).to_be_bytes());
     k.extend_from_slice(account.as_bytes());
+    k
+}
+
+fn cursor_key(name: &str) -> Vec<u8> {
+    let mut k = vec![CURSOR];
+    k.extend_from_slice(name.as_bytes());
     k
 }
 
@@ -269,6 +276,45 @@ impl Store for SledStore {
 
     fn feed_next_id(&self) -> u64 {
         self.feed_next.load(Ordering::Acquire)
+    }
+
+    fn prune_feed(&self, below: u64, cutoff: Ts) -> Result<u64, StorageError> {
+        // Deleted in chunks: a long backlog never becomes one huge batch.
+        const CHUNK: usize = 1000;
+        let newest = self.feed_next.load(Ordering::Acquire).saturating_sub(1);
+        let mut n = 0;
+        loop {
+            let mut batch = Batch::default();
+            let mut in_batch = 0;
+            let mut done = true;
+            for kv in self.db.range(feed_key(0)..feed_key(newest)) {
+                let (k, v) = kv?;
+                let entry: FeedEntry = decode(&k, &v)?;
+                if entry.id >= below && entry.at >= cutoff {
+                    break;
+                }
+                batch.remove(k);
+                in_batch += 1;
+                if in_batch == CHUNK {
+                    done = false;
+                    break;
+                }
+            }
+            self.db.apply_batch(batch)?;
+            n += in_batch as u64;
+            if done {
+                return Ok(n);
+            }
+        }
+    }
+
+    fn feed_cursor(&self, name: &str) -> Result<Option<u64>, StorageError> {
+        self.get_decoded(&cursor_key(name))
+    }
+
+    fn set_feed_cursor(&self, name: &str, id: u64) -> Result<(), StorageError> {
+        self.db.insert(cursor_key(name), encode(&id))?;
+        Ok(())
     }
 
     fn sync(&self) -> Result<(), StorageError> {
