@@ -24,6 +24,7 @@ pub struct Config {
     pub log: LogConfig,
     pub feed: crate::feed::FeedConfig,
     pub webhooks: Vec<crate::webhooks::WebhookConfig>,
+    pub history: crate::history::HistoryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -157,6 +158,7 @@ impl Default for Config {
             log: LogConfig::default(),
             feed: Default::default(),
             webhooks: Vec::new(),
+            history: Default::default(),
         }
     }
 }
@@ -310,10 +312,23 @@ impl Config {
             ),
             ("limits.holds_open_max", self.limits.holds_open_max as u64),
             ("credits.hold_ttl_seconds", self.credits.hold_ttl_seconds),
+            ("history.prune_interval_ms", self.history.prune_interval_ms),
+            ("history.prune_events_max", self.history.prune_events_max),
         ] {
             if v == 0 {
                 return bad(key, "must be greater than 0");
             }
+        }
+        match crate::history::Retention::parse(&self.history.retention) {
+            Err(why) => return bad("history.retention", &why),
+            // A key must not outlive the event it answers with.
+            Ok(r) if r.min_millis() < self.storage.idempotency_ttl_seconds as i64 * 1000 => {
+                return bad(
+                    "history.retention",
+                    "shorter than storage.idempotency_ttl_seconds",
+                )
+            }
+            Ok(_) => {}
         }
         if self.limits.wait_seconds_max > 3600 {
             return bad("limits.wait_seconds_max", "at most 3600");

@@ -99,6 +99,12 @@ pub async fn run(
         config.storage.idempotency_ttl_seconds,
     ));
 
+    tokio::spawn(crate::history::run(
+        store.clone(),
+        clock.clone(),
+        config.history.clone(),
+    ));
+
     let addr = config.listen_addr();
     let listener = TcpListener::bind(addr)
         .await

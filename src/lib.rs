@@ -8,6 +8,7 @@
 //! - `config`: the one typed config with defaults; `validate` names the bad key.
 //! - `daemon`: wiring in order: store → journal → registry → HTTP → ready → drain.
 //! - `audit`: replays every account's log and checks the books.
+//! - `history`: the retention pruner (base snapshot + shorter log).
 //! - `metrics`: metric names and the helpers that move them.
 //! - `feed`: retention of the durable notification feed (`[feed]`, pruning).
 //! - `webhooks`: delivery of the durable feed to `[[webhooks]]`, signed, with retries.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod daemon;
 pub mod domain;
 pub mod feed;
+pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod store;

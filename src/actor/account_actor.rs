@@ -116,9 +116,13 @@ impl AccountActor {
         let tail = store.events_after(&self.id, acct.seq)?;
         if acct.seq > 0 && store.event(&self.id, acct.seq)?.is_none() {
             tracing::warn!(account = %self.id, seq = acct.seq, "snapshot is ahead of the log; replaying from the start");
-            acct = Account::empty(&self.id);
+            // The start is the base snapshot when retention has pruned the log.
+            acct = store
+                .base(&self.id)?
+                .unwrap_or_else(|| Account::empty(&self.id));
             self.snapshot_seq = 0;
-            return self.replay(acct, store.events_after(&self.id, 0)?);
+            let tail = store.events_after(&self.id, acct.seq)?;
+            return self.replay(acct, tail);
         }
         self.replay(acct, tail)
     }

@@ -11,6 +11,7 @@ use super::credits::{Bucket, Buckets, Credits};
 use super::event::{Event, EventBody, ReleaseReason};
 use super::pricing::{Pricing, FREE_PLAN};
 use super::time::{add_months, period_index, Ts};
+use super::usage::Usage;
 
 /// Credits reserved by an open hold, and where they came from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +56,8 @@ pub struct Account {
     pub alerts_fired: u128,
     /// Sequence number of the last event applied (0 before the first).
     pub seq: u64,
+    /// Consumption per day and operation, and per billing period (`usage.rs`).
+    pub usage: Usage,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,6 +168,7 @@ impl Account {
             period_budget: Credits::ZERO,
             alerts_fired: 0,
             seq: 0,
+            usage: Usage::default(),
         }
     }
 
@@ -529,7 +533,13 @@ impl Account {
                 self.totals.granted = monthly.plus(*free);
                 self.period_budget = self.totals.granted;
             }
-            EventBody::Debited { credits, taken, .. } => {
+            EventBody::Debited {
+                operation,
+                quantity,
+                credits,
+                taken,
+                ..
+            } => {
                 assert_eq!(
                     taken.total(),
                     *credits,
@@ -537,6 +547,7 @@ impl Account {
                 );
                 self.balances.sub(taken);
                 self.totals.debited = self.totals.debited.plus(*credits);
+                self.usage.record(at, operation, *quantity as u64, *credits);
             }
             EventBody::PeriodReset {
                 period,
@@ -554,6 +565,7 @@ impl Account {
                     "invariant: a reset expires all of monthly"
                 );
                 self.totals.expired = self.totals.expired.plus(*expired);
+                self.usage.period_ended();
                 self.balances.monthly = *allocation;
                 self.totals.granted = self.totals.granted.plus(*allocation);
                 self.period = *period;
@@ -638,6 +650,12 @@ impl Account {
                     "invariant: capture accounts for the hold"
                 );
                 self.totals.debited = self.totals.debited.plus(spent.total());
+                // A capture is usage of the hold's operation, on the day it is captured;
+                // capturing nothing is no usage (it is a release).
+                if !spent.total().is_zero() {
+                    self.usage
+                        .record(at, &hold.operation, hold.quantity as u64, spent.total());
+                }
                 self.balances.add(returned);
                 self.totals.expired = self.totals.expired.plus(*expired);
             }

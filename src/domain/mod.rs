@@ -11,6 +11,7 @@ pub mod credits;
 pub mod event;
 pub mod pricing;
 pub mod time;
+pub mod usage;
 
 pub use account::{Account, Command, Hold, Refusal};
 pub use alerts::AlertChange;

@@ -7,6 +7,7 @@ pub mod dto;
 pub mod error;
 pub mod routes;
 pub mod server;
+pub mod usage;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

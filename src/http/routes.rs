@@ -95,6 +95,8 @@ async fn dispatch(
         (&Method::POST, ["v1", "accounts", _, "purchases"]) => "purchase",
         (&Method::POST, ["v1", "accounts", _, "grants"]) => "grant",
         (&Method::GET, ["v1", "accounts", _, "ledger"]) => "ledger",
+        (&Method::GET, ["v1", "accounts", _, "usage"]) => "usage",
+        (&Method::GET, ["v1", "accounts", _, "forecast"]) => "forecast",
         (&Method::GET, ["v1", "events"]) => "events",
         (_, ["healthz" | "readyz" | "metrics"])
         | (_, ["v1", "pricing" | "accounts" | "debits" | "events"]) => {
@@ -107,7 +109,7 @@ async fn dispatch(
     };
     let scope = match route {
         "healthz" | "readyz" | "metrics" => None,
-        "pricing" | "get_account" | "ledger" | "events" => Some(Scope::Read),
+        "pricing" | "get_account" | "ledger" | "usage" | "forecast" | "events" => Some(Scope::Read),
         "debit" | "batch_debits" | "hold" | "capture" | "release" => Some(Scope::Debit),
         "grant" => Some(Scope::Admin),
         _ => Some(Scope::Billing),
@@ -181,6 +183,8 @@ async fn dispatch(
         "purchase" => json(purchase(app, id, &body).await),
         "grant" => json(grant(app, id, &body).await),
         "ledger" => json(ledger(app, id, &query).await),
+        "usage" => json(super::usage::usage(app, id, &query).await),
+        "forecast" => json(super::usage::forecast(app, id, &query).await),
         "events" => json(events(app, &query).await),
         _ => Err(ApiError::not_found(&path)),
     };
@@ -224,7 +228,7 @@ async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, ApiError
 }
 
 /// Sends a message to an account's actor and waits for its answer.
-async fn ask(
+pub(crate) async fn ask(
     app: &App,
     id: &str,
     make: impl FnOnce(oneshot::Sender<Reply>) -> Msg,
@@ -635,7 +639,7 @@ pub fn query_u64(
     }
 }
 
-fn only_params(pairs: &[(String, String)], allowed: &[&str]) -> Result<(), ApiError> {
+pub(crate) fn only_params(pairs: &[(String, String)], allowed: &[&str]) -> Result<(), ApiError> {
     match pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
         Some((k, _)) => Err(ApiError::invalid(
             k,
@@ -668,11 +672,22 @@ async fn ledger(app: &App, id: &str, query: &str) -> Answer {
         .store
         .events_before(&id, before, limit + 1)
         .map_err(|e| ApiError::from(ActorError::from(e)))?;
+    // The oldest entry left after a retention prune changes from the base snapshot.
+    let base = match events.last() {
+        Some(last) if events.len() <= limit && last.seq > 1 => app
+            .store
+            .base(&id)
+            .map_err(|e| ApiError::from(ActorError::from(e)))?
+            .filter(|b| b.seq + 1 == last.seq)
+            .map(|b| (b.balances, b.held())),
+        _ => None,
+    };
     let mut entries = Vec::with_capacity(limit);
     for (i, ev) in events.iter().take(limit).enumerate() {
         let prev = events
             .get(i + 1)
             .map(|p| (p.after, p.held_after))
+            .or(base)
             .unwrap_or_default();
         let mut o = serde_json::Map::new();
         o.insert("seq".into(), json!(ev.seq));

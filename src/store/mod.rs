@@ -4,7 +4,9 @@
 //! Only this module knows sled. Key layout (one sled tree, so one write is one atomic
 //! batch): `E‖account‖0‖seq` event, `S‖account` snapshot, `I‖account‖0‖key`
 //! idempotency record, `F‖id` feed entry, `W‖instant‖account` wake-up index,
-//! `C‖name` a feed consumer's cursor (a webhook's last delivered feed id).
+//! `C‖name` a feed consumer's cursor (a webhook's last delivered feed id),
+//! `B‖account` base snapshot: the state at the retention prune point, where the log
+//! now begins (`history.rs`).
 
 pub mod codec;
 pub mod journal;
@@ -115,6 +117,12 @@ pub trait Store: Send + Sync + 'static {
     /// The feed id a named consumer (a webhook) has handled everything up to.
     fn feed_cursor(&self, name: &str) -> Result<Option<u64>, StorageError>;
     fn set_feed_cursor(&self, name: &str, id: u64) -> Result<(), StorageError>;
+    /// The state at the retention prune point, where the log now begins, if pruned.
+    fn base(&self, account: &str) -> Result<Option<Account>, StorageError>;
+    /// In one atomic batch: writes `base` (the state at its seq) and deletes the events
+    /// `from..=base.seq`. Only the retention pruner calls it, and only below the latest
+    /// snapshot, where the account's actor never writes.
+    fn prune_history(&self, account: &str, from: u64, base: &Account) -> Result<(), StorageError>;
     /// Makes every write made before the call durable: sled's flush, then an fsync of its
     /// data file, because sled 0.34's flush is `sync_file_range`, not a full fsync.
     fn sync(&self) -> Result<(), StorageError>;

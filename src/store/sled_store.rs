@@ -18,6 +18,7 @@ const IDEM: u8 = b'I';
 const FEED: u8 = b'F';
 const WAKEUP: u8 = b'W';
 const CURSOR: u8 = b'C';
+const BASE: u8 = b'B';
 
 pub struct SledStore {
     db: Db,
@@ -48,6 +49,12 @@ fn account_prefix(tag: u8, account: &str) -> Vec<u8> {
 
 fn snapshot_key(account: &str) -> Vec<u8> {
     let mut k = vec![SNAPSHOT];
+    k.extend_from_slice(account.as_bytes());
+    k
+}
+
+fn base_key(account: &str) -> Vec<u8> {
+    let mut k = vec![BASE];
     k.extend_from_slice(account.as_bytes());
     k
 }
@@ -315,6 +322,19 @@ impl Store for SledStore {
     fn set_feed_cursor(&self, name: &str, id: u64) -> Result<(), StorageError> {
         self.db.insert(cursor_key(name), encode(&id))?;
         Ok(())
+    }
+
+    fn base(&self, account: &str) -> Result<Option<Account>, StorageError> {
+        self.get_decoded(&base_key(account))
+    }
+
+    fn prune_history(&self, account: &str, from: u64, base: &Account) -> Result<(), StorageError> {
+        let mut batch = Batch::default();
+        batch.insert(base_key(account), encode(base));
+        for seq in from..=base.seq {
+            batch.remove(event_key(account, seq));
+        }
+        Ok(self.db.apply_batch(batch)?)
     }
 
     fn sync(&self) -> Result<(), StorageError> {

@@ -1,0 +1,147 @@
+//! `GET /v1/accounts/{id}/usage` and `GET /v1/accounts/{id}/forecast`: usage trends and
+//! the forecast, rendered from the rollups the account's actor keeps (`domain::usage`).
+//! Both read the account through its actor (`Msg::Get`), so they see every applied
+//! mutation and cost the same whatever the history's length.
+
+use hyper::StatusCode;
+use serde_json::{json, Map, Value};
+
+use super::dto;
+use super::error::ApiError;
+use super::routes::{ask, only_params, query_pairs};
+use super::App;
+use crate::actor::{Msg, Outcome};
+use crate::domain::account::smallest_plan_covering;
+use crate::domain::time::add_months;
+use crate::domain::usage::{self, Granularity, UsageCell, DAY_MS};
+use crate::domain::{Account, Ts};
+
+type Answer = Result<(StatusCode, Value), ApiError>;
+
+/// Periods in one usage answer, at most.
+pub const USAGE_PERIODS_MAX: usize = 1000;
+/// Default ranges when `from` is not given.
+const DAY_RANGE_DEFAULT_DAYS: i64 = 30;
+const MONTH_RANGE_DEFAULT_MONTHS: i64 = 12;
+
+async fn account(app: &App, id: &str) -> Result<Box<Account>, ApiError> {
+    let Outcome::View(acct) = ask(app, id, |reply| Msg::Get { reply }).await? else {
+        unreachable!("Get answers a view")
+    };
+    Ok(acct)
+}
+
+fn cell(c: &UsageCell) -> Value {
+    json!({ "count": c.count, "credits": c.credits.get() })
+}
+
+pub async fn usage(app: &App, id: &str, query: &str) -> Answer {
+    let id = dto::account_id(id, &app.config.limits)?;
+    let pairs = query_pairs(query)?;
+    only_params(&pairs, &["from", "to", "granularity"])?;
+    let param = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let granularity = match param("granularity") {
+        None | Some("day") => Granularity::Day,
+        Some("month") => Granularity::Month,
+        Some(g) => {
+            return Err(ApiError::invalid(
+                "granularity",
+                format!("unknown granularity {g:?}; expected day or month"),
+            ))
+        }
+    };
+    let now = app.registry.services().clock.now();
+    let to = param("to")
+        .map(|s| dto::ts_param("to", s))
+        .transpose()?
+        .unwrap_or(now);
+    let from = match param("from") {
+        Some(s) => dto::ts_param("from", s)?,
+        None => match granularity {
+            Granularity::Day => to.plus_millis(-DAY_RANGE_DEFAULT_DAYS * DAY_MS),
+            Granularity::Month => add_months(to, -MONTH_RANGE_DEFAULT_MONTHS),
+        },
+    };
+    if from >= to {
+        return Err(ApiError::invalid("from", "from must be before to"));
+    }
+    let acct = account(app, &id).await?;
+    let periods =
+        usage::report(&acct.usage, from, to, granularity, USAGE_PERIODS_MAX).map_err(|max| {
+            ApiError::invalid(
+                "from",
+                format!("the range from..to spans more than {max} periods"),
+            )
+        })?;
+    let periods: Vec<Value> = periods
+        .iter()
+        .map(|p| {
+            let total = p.total();
+            json!({
+                "start": p.start.to_rfc3339(),
+                "end": p.end.to_rfc3339(),
+                "count": total.count,
+                "credits": total.credits.get(),
+                "operations": p.operations.iter().map(|(op, c)| (op.clone(), cell(c))).collect::<Map<_, _>>(),
+            })
+        })
+        .collect();
+    Ok((
+        StatusCode::OK,
+        json!({
+            "account": id,
+            "granularity": match granularity { Granularity::Day => "day", Granularity::Month => "month" },
+            "from": from.to_rfc3339(),
+            "to": to.to_rfc3339(),
+            "periods": periods,
+        }),
+    ))
+}
+
+/// Credits per day, to the thousandth (a rate for display, not money).
+fn rate(r: usage::BurnRate) -> f64 {
+    (r.per_day() * 1000.0).round() / 1000.0
+}
+
+pub async fn forecast(app: &App, id: &str, query: &str) -> Answer {
+    let id = dto::account_id(id, &app.config.limits)?;
+    only_params(&query_pairs(query)?, &[])?;
+    let acct = account(app, &id).await?;
+    let now: Ts = app.registry.services().clock.now();
+    let f = usage::forecast(&acct.usage, now, acct.available());
+    let pricing = &app.registry.services().pricing;
+    let last_period = acct.usage.last_period_credits.map(|credits| {
+        json!({
+            "start": add_months(acct.anchor, acct.period - 1).to_rfc3339(),
+            "end": acct.period_start().to_rfc3339(),
+            "credits": credits.get(),
+        })
+    });
+    let suggested = acct
+        .usage
+        .last_period_credits
+        .and_then(|c| smallest_plan_covering(pricing, c));
+    Ok((
+        StatusCode::OK,
+        json!({
+            "account": id,
+            "as_of": now.to_rfc3339(),
+            "available": acct.available().get(),
+            "burn_rate_7d": rate(f.burn_7d),
+            "burn_rate_30d": rate(f.burn_30d),
+            "credits_7d": f.burn_7d.credits.get(),
+            "credits_30d": f.burn_30d.credits.get(),
+            "window_7d_start": now.plus_millis(-f.burn_7d.window_ms).to_rfc3339(),
+            "window_30d_start": now.plus_millis(-f.burn_30d.window_ms).to_rfc3339(),
+            "projected_exhaustion_at": f.exhaustion_at.map(|t| t.to_rfc3339()),
+            "plan": acct.plan,
+            "last_period": last_period,
+            "suggested_plan": suggested,
+        }),
+    ))
+}
