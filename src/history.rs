@@ -9,7 +9,6 @@
 //! keeps reading snapshot + tail, and the audit replays base + log. Knows the store, not
 //! HTTP; does not touch balances (it only replays).
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,11 +120,9 @@ pub fn prune_account(
         }
         // `apply` asserts sequence and recorded balances; a broken log is reported, and
         // that account is left as it is.
-        std::panic::catch_unwind(AssertUnwindSafe(|| state.apply(&ev))).map_err(|_| {
-            StorageError::Corrupt {
-                key: format!("E{id}#{seq}"),
-                reason: "does not replay onto the state before it".into(),
-            }
+        crate::replaying(|| state.apply(&ev)).map_err(|p| StorageError::Corrupt {
+            key: format!("E{id}#{seq}"),
+            reason: format!("does not replay onto the state before it: {p}"),
         })?;
     }
     if state.seq < from {
