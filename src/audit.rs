@@ -2,10 +2,12 @@
 //! (granted = debited + expired + held + available), that sequence numbers have no gaps,
 //! that every event replays to the balances it recorded, and that the snapshot equals the
 //! replay up to its sequence number. A pruned log (`history.rs`) is replayed from its
-//! base snapshot, whose books are checked too.
+//! base snapshot, whose books are checked too. Last, the book totals kept on disk
+//! (outstanding credits by bucket, accounts, paused accounts) must equal the sum over
+//! every replayed account.
 
 use crate::domain::Account;
-use crate::store::Store;
+use crate::store::{BookTotals, Store};
 
 #[derive(Debug, Default)]
 pub struct Report {
@@ -23,16 +25,24 @@ pub fn audit(store: &dyn Store) -> Report {
             return report;
         }
     };
+    let mut replayed = BookTotals::default();
     for id in ids {
         report.accounts += 1;
-        if let Err(p) = audit_account(store, &id, &mut report.events) {
-            report.problems.push(p);
+        match audit_account(store, &id, &mut report.events) {
+            Ok(acct) => replayed.add(&BookTotals::of(&acct)),
+            Err(p) => report.problems.push(p),
         }
+    }
+    let kept = store.totals();
+    if report.problems.is_empty() && kept != replayed {
+        report.problems.push(format!(
+            "book totals on disk {kept:?} differ from the sum of the replayed accounts {replayed:?}"
+        ));
     }
     report
 }
 
-fn audit_account(store: &dyn Store, id: &str, events_seen: &mut u64) -> Result<(), String> {
+fn audit_account(store: &dyn Store, id: &str, events_seen: &mut u64) -> Result<Account, String> {
     let base = store.base(id).map_err(|e| format!("account {id}: {e}"))?;
     let mut acct = base.unwrap_or_else(|| Account::empty(id));
     acct.check_books()
@@ -77,5 +87,5 @@ fn audit_account(store: &dyn Store, id: &str, events_seen: &mut u64) -> Result<(
     } else {
         return Err(format!("account {id}: no snapshot"));
     }
-    Ok(())
+    Ok(acct)
 }

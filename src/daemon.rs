@@ -114,6 +114,7 @@ pub async fn run(
     if !auth.enabled() {
         tracing::warn!("no [[auth.tokens]] configured: authentication is off and creditsd serves loopback only");
     }
+    tokio::spawn(m::upkeep(metrics.clone(), store.clone(), registry.clone()));
     let app = Arc::new(App {
         config: config.clone(),
         registry: registry.clone(),

@@ -4,6 +4,7 @@
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::domain::{Command, Event, EventBody};
+use crate::store::BookTotals;
 
 pub const CREDITS_DEBITED_TOTAL: &str = "creditsd_credits_debited_total";
 pub const CREDITS_GRANTED_TOTAL: &str = "creditsd_credits_granted_total";
@@ -14,6 +15,7 @@ pub const REQUESTS_TOTAL: &str = "creditsd_mutations_total";
 pub const REVENUE_CENTS_TOTAL: &str = "creditsd_revenue_cents_total";
 pub const ACCOUNTS_ACTIVE: &str = "creditsd_accounts_active";
 pub const HTTP_REQUEST_SECONDS: &str = "creditsd_http_request_duration_seconds";
+pub const HTTP_RESPONSES_TOTAL: &str = "creditsd_http_responses_total";
 pub const GROUP_COMMIT_SIZE: &str = "creditsd_group_commit_size";
 pub const FSYNC_SECONDS: &str = "creditsd_fsync_duration_seconds";
 pub const SNAPSHOTS_TOTAL: &str = "creditsd_snapshots_total";
@@ -22,6 +24,13 @@ pub const RECOVERY_SECONDS: &str = "creditsd_recovery_duration_seconds";
 pub const MAILBOX_REJECTIONS_TOTAL: &str = "creditsd_mailbox_rejections_total";
 /// Webhook attempts by result: `delivered`, `failed` (will retry), `given_up`.
 pub const WEBHOOK_DELIVERIES_TOTAL: &str = "creditsd_webhook_deliveries_total";
+pub const SNAPSHOT_SECONDS: &str = "creditsd_snapshot_duration_seconds";
+pub const ACCOUNTS: &str = "creditsd_accounts";
+pub const ACCOUNTS_PAUSED: &str = "creditsd_accounts_paused";
+pub const NOTICES_TOTAL: &str = "creditsd_notices_total";
+
+/// How often gauges are refreshed and histograms upkept when nobody scrapes.
+pub const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Installs the global recorder and answers the handle `/metrics` renders from.
 pub fn install() -> PrometheusHandle {
@@ -43,23 +52,32 @@ pub fn install() -> PrometheusHandle {
     handle
 }
 
-fn outstanding(bucket: &'static str, delta: i128) {
-    if delta != 0 {
-        metrics::gauge!(CREDITS_OUTSTANDING, "bucket" => bucket).increment(delta as f64);
-    }
-}
-
 fn granted(bucket: &'static str, credits: u64) {
     if credits > 0 {
         metrics::counter!(CREDITS_GRANTED_TOTAL, "bucket" => bucket).increment(credits);
-        outstanding(bucket, credits as i128);
     }
 }
 
-fn buckets_delta(b: &crate::domain::Buckets, sign: i128) {
-    outstanding("monthly", sign * b.monthly.get() as i128);
-    outstanding("free", sign * b.free.get() as i128);
-    outstanding("packs", sign * b.packs.get() as i128);
+fn expired(credits: u64) {
+    if credits > 0 {
+        metrics::counter!(CREDITS_EXPIRED_TOTAL, "bucket" => "monthly").increment(credits);
+    }
+}
+
+/// Sets the gauges that describe the whole books from the store's totals (kept on disk
+/// with every write, so right after a restart for every account) and the actor count.
+pub fn refresh(totals: &BookTotals, actors_in_memory: usize) {
+    for (bucket, v) in [
+        ("monthly", totals.monthly),
+        ("free", totals.free),
+        ("packs", totals.packs),
+        ("held", totals.held),
+    ] {
+        metrics::gauge!(CREDITS_OUTSTANDING, "bucket" => bucket).set(v as f64);
+    }
+    metrics::gauge!(ACCOUNTS).set(totals.accounts as f64);
+    metrics::gauge!(ACCOUNTS_PAUSED).set(totals.paused as f64);
+    metrics::gauge!(ACCOUNTS_ACTIVE).set(actors_in_memory as f64);
 }
 
 /// Moves the book-keeping metrics by what one recorded event did.
@@ -70,24 +88,16 @@ pub fn record_event(ev: &Event, plan: &str) {
             granted("monthly", monthly.get());
         }
         EventBody::Debited {
-            operation,
-            credits,
-            taken,
-            ..
+            operation, credits, ..
         } => {
             metrics::counter!(CREDITS_DEBITED_TOTAL, "operation" => operation.clone(), "plan" => plan.to_string()).increment(credits.get());
-            buckets_delta(taken, -1);
         }
         EventBody::PeriodReset {
-            expired,
+            expired: e,
             allocation,
             ..
         } => {
-            if expired.get() > 0 {
-                metrics::counter!(CREDITS_EXPIRED_TOTAL, "bucket" => "monthly")
-                    .increment(expired.get());
-            }
-            outstanding("monthly", -(expired.get() as i128));
+            expired(e.get());
             granted("monthly", allocation.get());
         }
         EventBody::PlanChanged { granted: g, .. } => granted("monthly", g.get()),
@@ -103,35 +113,17 @@ pub fn record_event(ev: &Event, plan: &str) {
         EventBody::Granted {
             bucket, credits, ..
         } => granted(bucket.name(), credits.get()),
-        EventBody::HoldPlaced { credits, taken, .. } => {
-            buckets_delta(taken, -1);
-            outstanding("held", credits.get() as i128);
-        }
+        EventBody::HoldPlaced { .. } => {}
         EventBody::HoldCaptured {
-            spent,
-            returned,
-            expired,
-            ..
+            spent, expired: e, ..
         } => {
-            let held = spent.total().get() + returned.total().get() + expired.get();
-            outstanding("held", -(held as i128));
-            buckets_delta(returned, 1);
             metrics::counter!(CREDITS_DEBITED_TOTAL, "operation" => "hold_capture", "plan" => plan.to_string()).increment(spent.total().get());
-            if expired.get() > 0 {
-                metrics::counter!(CREDITS_EXPIRED_TOTAL, "bucket" => "monthly")
-                    .increment(expired.get());
-            }
+            expired(e.get());
         }
-        EventBody::HoldReleased {
-            returned, expired, ..
-        } => {
-            outstanding("held", -((returned.total().get() + expired.get()) as i128));
-            buckets_delta(returned, 1);
-            if expired.get() > 0 {
-                metrics::counter!(CREDITS_EXPIRED_TOTAL, "bucket" => "monthly")
-                    .increment(expired.get());
-            }
-        }
+        EventBody::HoldReleased { expired: e, .. } => expired(e.get()),
+    }
+    for notice in ev.notices() {
+        metrics::counter!(NOTICES_TOTAL, "type" => notice.type_name()).increment(1);
     }
 }
 
@@ -158,5 +150,22 @@ pub fn count_result(cmd: &Command, result: &'static str) {
         Command::Grant { .. } => {
             metrics::counter!(REQUESTS_TOTAL, "kind" => "grant", "result" => result).increment(1)
         }
+    }
+}
+
+/// Keeps histograms upkept and the book gauges current between scrapes, so a scrape that
+/// comes rarely still sees bounded histogram buffers and gauges are never older than
+/// `UPKEEP_INTERVAL`.
+pub async fn upkeep(
+    handle: PrometheusHandle,
+    store: std::sync::Arc<dyn crate::store::Store>,
+    registry: crate::actor::Registry,
+) {
+    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
+        refresh(&store.totals(), registry.active());
     }
 }

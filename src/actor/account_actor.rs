@@ -261,11 +261,7 @@ impl AccountActor {
         self.write(append);
         self.indexed_wakeup = Some(wakeup);
         self.snapshot_seq = acct.seq;
-        metrics::counter!(m::CREDITS_GRANTED_TOTAL, "bucket" => "free")
-            .increment(ev.after.free.get());
-        metrics::counter!(m::CREDITS_GRANTED_TOTAL, "bucket" => "monthly")
-            .increment(ev.after.monthly.get());
-        metrics::gauge!(m::ACCOUNTS_ACTIVE).increment(1.0);
+        m::record_event(&ev, &plan);
         self.state = State::Live(Box::new(acct));
         self.svc
             .journal

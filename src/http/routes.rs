@@ -41,6 +41,8 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
     };
     metrics::histogram!(m::HTTP_REQUEST_SECONDS, "route" => route)
         .record(started.elapsed().as_secs_f64());
+    metrics::counter!(m::HTTP_RESPONSES_TOTAL, "route" => route, "code" => resp.status().as_str().to_string())
+        .increment(1);
     resp
 }
 
@@ -167,7 +169,7 @@ async fn dispatch(
         }
         "metrics" => {
             app.metrics.run_upkeep();
-            metrics::gauge!(m::ACCOUNTS_ACTIVE).set(app.registry.active() as f64);
+            m::refresh(&app.store.totals(), app.registry.active());
             Ok(Routed::Text(app.metrics.render()))
         }
         "pricing" => Ok(Routed::Json(StatusCode::OK, pricing(app))),

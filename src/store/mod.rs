@@ -6,11 +6,12 @@
 //! idempotency record, `F‖id` feed entry, `W‖instant‖account` wake-up index,
 //! `C‖name` a feed consumer's cursor (a webhook's last delivered feed id),
 //! `B‖account` base snapshot: the state at the retention prune point, where the log
-//! now begins (`history.rs`).
+//! now begins (`history.rs`), `T‖shard` book totals (`totals.rs`).
 
 pub mod codec;
 pub mod journal;
 pub mod sled_store;
+pub mod totals;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +19,7 @@ use crate::domain::{Account, Buckets, Credits, Event, Notice, Ts};
 
 pub use journal::Journal;
 pub use sled_store::SledStore;
+pub use totals::BookTotals;
 
 #[derive(Debug, Clone)]
 pub enum StorageError {
@@ -108,6 +110,9 @@ pub trait Store: Send + Sync + 'static {
         below: u64,
         limit: usize,
     ) -> Result<Vec<FeedEntry>, StorageError>;
+    /// Outstanding credits by bucket and account counts over every account, as written so
+    /// far (moved atomically with the events; see `totals.rs`).
+    fn totals(&self) -> BookTotals;
     /// One past the highest feed id written so far.
     fn feed_next_id(&self) -> u64;
     /// Deletes feed entries, oldest first, while their id is below `below` or their time

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use sled::{Batch, Db, IVec};
 
 use super::codec::{decode, display_key, encode};
+use super::totals::{self, BookTotals};
 use super::{Append, FeedEntry, IdemRecord, StorageError, Store};
 use crate::domain::{Account, Event, Ts};
 
@@ -19,6 +20,7 @@ const FEED: u8 = b'F';
 const WAKEUP: u8 = b'W';
 const CURSOR: u8 = b'C';
 const BASE: u8 = b'B';
+const TOTALS: u8 = b'T';
 
 pub struct SledStore {
     db: Db,
@@ -28,6 +30,9 @@ pub struct SledStore {
     /// order; only the rare mutations that notify take it, never a plain debit.
     feed_lock: Mutex<()>,
     feed_next: AtomicU64,
+    /// The on-disk totals of each shard (`store::totals`), as last written. A shard's lock
+    /// is held from reading its value to applying the batch that writes the new one.
+    totals: Vec<Mutex<BookTotals>>,
 }
 
 fn event_key(account: &str, seq: u64) -> Vec<u8> {
@@ -79,6 +84,10 @@ fn cursor_key(name: &str) -> Vec<u8> {
     k
 }
 
+fn totals_key(shard: usize) -> [u8; 2] {
+    [TOTALS, shard as u8]
+}
+
 fn feed_key(id: u64) -> [u8; 9] {
     let mut k = [FEED; 9];
     k[1..].copy_from_slice(&id.to_be_bytes());
@@ -109,11 +118,13 @@ impl SledStore {
             }
             None => 1,
         };
+        let totals = load_totals(&db)?;
         Ok(SledStore {
             db,
             data_file,
             feed_lock: Mutex::new(()),
             feed_next: AtomicU64::new(feed_next),
+            totals: totals.into_iter().map(Mutex::new).collect(),
         })
     }
 
@@ -140,8 +151,88 @@ impl SledStore {
     }
 }
 
+/// Reads the totals shards. A database written before they existed (events but no `T`
+/// key) gets them rebuilt once from every event, and written.
+fn load_totals(db: &Db) -> Result<Vec<BookTotals>, StorageError> {
+    let mut shards = vec![BookTotals::default(); totals::SHARDS];
+    let mut found = false;
+    for (i, shard) in shards.iter_mut().enumerate() {
+        if let Some(v) = db.get(totals_key(i))? {
+            *shard = decode(&totals_key(i), &v)?;
+            found = true;
+        }
+    }
+    if found || db.scan_prefix([SNAPSHOT]).next().is_none() {
+        return Ok(shards);
+    }
+    // Every account has a snapshot (creation writes one); its latest state is that
+    // snapshot plus the log after it, as activation reads it. A pruned log (`history.rs`)
+    // only ever loses events below the snapshot, so this holds after pruning too.
+    let started = std::time::Instant::now();
+    let mut batch = Batch::default();
+    for kv in db.scan_prefix([SNAPSHOT]) {
+        let (k, v) = kv?;
+        let mut acct: Account = decode(&k, &v)?;
+        let id = String::from_utf8_lossy(&k[1..]).into_owned();
+        let tail = db.range(event_key(&id, acct.seq.saturating_add(1))..=event_key(&id, u64::MAX));
+        for kv in tail {
+            let (ek, ev) = kv?;
+            let ev: Event = decode(&ek, &ev)?;
+            crate::replaying(|| acct.apply(&ev)).map_err(|reason| StorageError::Corrupt {
+                key: display_key(&ek),
+                reason,
+            })?;
+        }
+        shards[totals::shard_of(&id)].add(&BookTotals::of(&acct));
+    }
+    for (i, shard) in shards.iter().enumerate() {
+        batch.insert(&totals_key(i)[..], encode(shard));
+    }
+    db.apply_batch(batch)?;
+    db.flush()?;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "rebuilt the book totals from every account (a database from before they were kept)"
+    );
+    Ok(shards)
+}
+
+impl SledStore {
+    /// Applies `batch`, with the account's totals shard moved by `events` in the same batch.
+    fn apply_with_totals(
+        &self,
+        account: &str,
+        events: &[Event],
+        mut batch: Batch,
+    ) -> Result<(), StorageError> {
+        let mut delta = BookTotals::default();
+        for ev in events {
+            delta.add(&totals::delta(ev));
+        }
+        if delta.is_zero() {
+            return Ok(self.db.apply_batch(batch)?);
+        }
+        let shard = totals::shard_of(account);
+        let mut sum = self.totals[shard].lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = *sum;
+        next.add(&delta);
+        batch.insert(&totals_key(shard)[..], encode(&next));
+        self.db.apply_batch(batch)?;
+        *sum = next;
+        Ok(())
+    }
+}
+
+/// How long a write that carried a snapshot took (encoding it and applying its batch).
+fn record_snapshot(started: Option<std::time::Instant>) {
+    if let Some(t) = started {
+        metrics::histogram!(crate::metrics::SNAPSHOT_SECONDS).record(t.elapsed().as_secs_f64());
+    }
+}
+
 impl Store for SledStore {
     fn append(&self, account: &str, a: Append<'_>) -> Result<(), StorageError> {
+        let snapshot_started = a.snapshot.map(|_| std::time::Instant::now());
         let mut batch = Batch::default();
         for ev in a.events {
             batch.insert(event_key(account, ev.seq), encode(ev));
@@ -164,7 +255,9 @@ impl Store for SledStore {
             .flat_map(|ev| ev.notices().into_iter().map(move |n| (ev, n)))
             .collect();
         if notices.is_empty() {
-            return Ok(self.db.apply_batch(batch)?);
+            self.apply_with_totals(account, a.events, batch)?;
+            record_snapshot(snapshot_started);
+            return Ok(());
         }
         let _order = self.feed_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut id = self.feed_next.load(Ordering::Acquire);
@@ -181,9 +274,19 @@ impl Store for SledStore {
             batch.insert(&feed_key(id)[..], encode(&entry));
             id += 1;
         }
-        self.db.apply_batch(batch)?;
+        self.apply_with_totals(account, a.events, batch)?;
         self.feed_next.store(id, Ordering::Release);
+        drop(_order);
+        record_snapshot(snapshot_started);
         Ok(())
+    }
+
+    fn totals(&self) -> BookTotals {
+        let mut sum = BookTotals::default();
+        for shard in &self.totals {
+            sum.add(&shard.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+        sum
     }
 
     fn snapshot(&self, account: &str) -> Result<Option<Account>, StorageError> {

@@ -20,11 +20,19 @@ pub struct Daemon {
     pub config_path: PathBuf,
     pub log: Arc<Mutex<Vec<String>>>,
     agent: ureq::Agent,
+    /// Extra environment for the child (`start_with_env`); `NOTIFY_SOCKET` is removed
+    /// unless given here, so a test run under systemd does not talk to the real manager.
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
     /// Starts with the defaults of `config.toml` plus `extra` TOML.
     pub fn start(extra: &str) -> Daemon {
+        Daemon::start_with_env(extra, &[])
+    }
+
+    /// Like `start`, with extra environment variables (e.g. `NOTIFY_SOCKET`).
+    pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, extra).expect("writing config");
@@ -37,6 +45,10 @@ impl Daemon {
             agent: ureq::AgentBuilder::new()
                 .timeout(Duration::from_secs(90))
                 .build(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         d.spawn();
         d
@@ -47,13 +59,32 @@ impl Daemon {
     }
 
     fn spawn(&mut self) {
-        let mut child = Command::new(BIN)
+        // `WATCHDOG_PID=$$` asks for the daemon's own pid, as systemd sets it: the daemon is
+        // then exec'd from a shell that exports its `$$`.
+        let own_pid = self
+            .env
+            .iter()
+            .any(|(k, v)| k == "WATCHDOG_PID" && v == "$$");
+        let mut cmd = if own_pid {
+            let mut c = Command::new("sh");
+            c.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\"", BIN]);
+            c
+        } else {
+            Command::new(BIN)
+        };
+        let mut child = cmd
             .args(["serve", "--config"])
             .arg(&self.config_path)
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(self.data_dir())
             .env("RUST_LOG", "info")
             .env_remove("NOTIFY_SOCKET")
+            .envs(
+                self.env
+                    .iter()
+                    .filter(|(k, v)| !(k == "WATCHDOG_PID" && v == "$$"))
+                    .map(|(k, v)| (k, v)),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
