@@ -572,3 +572,21 @@ fn dashboards_and_rules_use_real_metric_names() {
         );
     }
 }
+
+#[test]
+fn logs_are_json_lines_when_configured() {
+    let d = Daemon::start("[log]\nformat = \"json\"\n");
+    assert_eq!(d.get("/healthz").0, 200);
+    let log = d.log_text();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|v| v["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("listening on http://"))
+            && v["level"] == "INFO"),
+        "{log}"
+    );
+}

@@ -96,7 +96,8 @@ impl Daemon {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(i) = line.find("listening on http://") {
                     let addr = line[i + "listening on http://".len()..]
-                        .split_whitespace()
+                        // Human lines end the address with a space, JSON lines with a quote.
+                        .split(|c: char| c.is_whitespace() || c == '"')
                         .next()
                         .unwrap_or("")
                         .to_string();
