@@ -447,3 +447,66 @@ impl Store for SledStore {
             .map_err(|e| StorageError::Io(format!("fsync of sled data file: {e}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Command, Pricing};
+
+    fn write_account(store: &SledStore, id: &str, p: &Pricing) {
+        let created = Account::create(id, "starter", Ts(0), Ts(0), p).unwrap();
+        let mut a = Account::empty(id);
+        a.apply(&created);
+        let cmd = Command::Debit {
+            operation: "face_generation".into(),
+            quantity: 3,
+            metadata: vec![],
+            idempotency_key: "k".into(),
+        };
+        let body = a.decide(&cmd, Ts(1), p).unwrap();
+        let debit = a.record(body, Ts(1), &p.thresholds);
+        let events = [created, debit];
+        store
+            .append(
+                id,
+                Append {
+                    events: &events,
+                    snapshot: Some(&a),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    }
+
+    /// Totals survive a reopen, and a database without them (written before they existed)
+    /// gets them rebuilt from its events.
+    #[test]
+    fn totals_are_kept_and_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Pricing::standard();
+        let expected = BookTotals {
+            monthly: 2 * (50 - 15),
+            free: 2 * 50,
+            accounts: 2,
+            ..Default::default()
+        };
+        {
+            let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+            write_account(&store, "a", &p);
+            write_account(&store, "b-with-a-longer-id", &p);
+            assert_eq!(store.totals(), expected);
+            store.sync().unwrap();
+        }
+        {
+            let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+            assert_eq!(store.totals(), expected);
+            for kv in store.db.scan_prefix([TOTALS]) {
+                store.db.remove(kv.unwrap().0).unwrap();
+            }
+            store.sync().unwrap();
+        }
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.totals(), expected);
+        assert!(store.db.scan_prefix([TOTALS]).next().is_some());
+    }
+}
