@@ -338,6 +338,9 @@ fn every_auth_case() {
     for path in [
         "/v1/accounts/acct",
         "/v1/accounts/acct/ledger",
+        "/v1/accounts/acct/usage",
+        "/v1/accounts/acct/forecast",
+        "/v1/events",
         "/v1/pricing",
     ] {
         assert_eq!(status(&d, "GET", path, None, None), 401, "{path}");

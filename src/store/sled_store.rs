@@ -453,10 +453,13 @@ mod tests {
     use super::*;
     use crate::domain::{Command, Pricing};
 
-    fn write_account(store: &SledStore, id: &str, p: &Pricing) {
+    /// Creates and debits `id`; its snapshot is at the debit, or at creation when `old_snap`
+    /// (the debit then lives only in the log tail).
+    fn write_account(store: &SledStore, id: &str, p: &Pricing, old_snap: bool) {
         let created = Account::create(id, "starter", Ts(0), Ts(0), p).unwrap();
         let mut a = Account::empty(id);
         a.apply(&created);
+        let at_creation = a.clone();
         let cmd = Command::Debit {
             operation: "face_generation".into(),
             quantity: 3,
@@ -471,7 +474,7 @@ mod tests {
                 id,
                 Append {
                     events: &events,
-                    snapshot: Some(&a),
+                    snapshot: Some(if old_snap { &at_creation } else { &a }),
                     ..Default::default()
                 },
             )
@@ -492,8 +495,8 @@ mod tests {
         };
         {
             let store = SledStore::open(dir.path(), 1 << 20).unwrap();
-            write_account(&store, "a", &p);
-            write_account(&store, "b-with-a-longer-id", &p);
+            write_account(&store, "a", &p, false);
+            write_account(&store, "b-with-a-longer-id", &p, true);
             assert_eq!(store.totals(), expected);
             store.sync().unwrap();
         }
