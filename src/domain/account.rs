@@ -640,24 +640,13 @@ impl Account {
                 expired,
                 ..
             } => {
-                let hold = self
-                    .holds
-                    .remove(hold_id)
-                    .expect("invariant: captured hold is open");
-                assert_eq!(
-                    spent.total().plus(returned.total()).plus(*expired),
-                    hold.credits,
-                    "invariant: capture accounts for the hold"
-                );
-                self.totals.debited = self.totals.debited.plus(spent.total());
+                let hold = self.close_hold(*hold_id, spent.total(), returned, *expired);
                 // A capture is usage of the hold's operation, on the day it is captured;
                 // capturing nothing is no usage (it is a release).
                 if !spent.total().is_zero() {
                     self.usage
                         .record(at, &hold.operation, hold.quantity as u64, spent.total());
                 }
-                self.balances.add(returned);
-                self.totals.expired = self.totals.expired.plus(*expired);
             }
             EventBody::HoldReleased {
                 hold_id,
@@ -665,19 +654,33 @@ impl Account {
                 expired,
                 ..
             } => {
-                let hold = self
-                    .holds
-                    .remove(hold_id)
-                    .expect("invariant: released hold is open");
-                assert_eq!(
-                    returned.total().plus(*expired),
-                    hold.credits,
-                    "invariant: release accounts for the hold"
-                );
-                self.balances.add(returned);
-                self.totals.expired = self.totals.expired.plus(*expired);
+                self.close_hold(*hold_id, Credits::ZERO, returned, *expired);
             }
         }
+    }
+
+    /// Closes an open hold: `spent` is debited, `returned` goes back to the buckets,
+    /// `expired` is gone; together they are exactly what the hold held.
+    fn close_hold(
+        &mut self,
+        hold_id: u64,
+        spent: Credits,
+        returned: &Buckets,
+        expired: Credits,
+    ) -> Hold {
+        let hold = self
+            .holds
+            .remove(&hold_id)
+            .expect("invariant: a closed hold was open");
+        assert_eq!(
+            spent.plus(returned.total()).plus(expired),
+            hold.credits,
+            "invariant: closing hold {hold_id} accounts for all it held"
+        );
+        self.totals.debited = self.totals.debited.plus(spent);
+        self.balances.add(returned);
+        self.totals.expired = self.totals.expired.plus(expired);
+        hold
     }
 }
 
