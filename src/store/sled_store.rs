@@ -101,6 +101,10 @@ impl SledStore {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
+            // Our journal decides when to flush (every group in sync mode, every interval in
+            // periodic mode); sled's own timer thread would only add unasked-for fsyncs and
+            // hold the database open for a moment after we drop it.
+            .flush_every_ms(None)
             .open()?;
         let data_path = dir.join("db");
         let data_file = std::fs::OpenOptions::new()
