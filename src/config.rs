@@ -68,6 +68,9 @@ pub struct ActorConfig {
     pub mailbox_max: usize,
     /// How often idle accounts are swept for due resets and hold expiries.
     pub sweep_interval_ms: u64,
+    /// An account that handled nothing for this long is snapshotted and its task stops
+    /// (passivation); the next message reactivates it from the snapshot.
+    pub idle_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -194,6 +197,7 @@ impl Default for ActorConfig {
         ActorConfig {
             mailbox_max: 1024,
             sweep_interval_ms: 1000,
+            idle_timeout_ms: 300_000,
         }
     }
 }
@@ -291,6 +295,7 @@ impl Config {
             ),
             ("actors.mailbox_max", self.actors.mailbox_max as u64),
             ("actors.sweep_interval_ms", self.actors.sweep_interval_ms),
+            ("actors.idle_timeout_ms", self.actors.idle_timeout_ms),
             (
                 "limits.account_id_bytes_max",
                 self.limits.account_id_bytes_max as u64,

@@ -80,6 +80,7 @@ pub async fn run(
         idempotency_ttl_ms: config.storage.idempotency_ttl_seconds as i64 * 1000,
         mailbox_max: config.actors.mailbox_max,
         parked_max: config.actors.mailbox_max,
+        idle_timeout: Duration::from_millis(config.actors.idle_timeout_ms),
     }));
     tokio::spawn(sweep(
         registry.clone(),

@@ -14,6 +14,7 @@ pub const DEBITS_TOTAL: &str = "creditsd_debits_total";
 pub const REQUESTS_TOTAL: &str = "creditsd_mutations_total";
 pub const REVENUE_CENTS_TOTAL: &str = "creditsd_revenue_cents_total";
 pub const ACCOUNTS_ACTIVE: &str = "creditsd_accounts_active";
+pub const PASSIVATIONS_TOTAL: &str = "creditsd_account_passivations_total";
 pub const HTTP_REQUEST_SECONDS: &str = "creditsd_http_request_duration_seconds";
 pub const HTTP_RESPONSES_TOTAL: &str = "creditsd_http_responses_total";
 pub const GROUP_COMMIT_SIZE: &str = "creditsd_group_commit_size";

@@ -39,6 +39,8 @@ pub struct AccountActor {
     /// Where this account stands in the store's wake-up index, if we wrote it.
     indexed_wakeup: Option<Ts>,
     parked: VecDeque<Parked>,
+    /// When the last message was handled: the idle clock of passivation.
+    last_active: Instant,
 }
 
 /// Longest sleep before re-reading the clock, so a wall-clock jump is noticed.
@@ -54,20 +56,28 @@ impl AccountActor {
             snapshot_seq: 0,
             indexed_wakeup: None,
             parked: VecDeque::new(),
+            last_active: Instant::now(),
         }
     }
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<Msg>, generation: u64) {
         self.activate();
         loop {
-            let wake = self.next_timer();
+            let idle_at = self.idle_deadline();
+            let wake = idle_at.map_or(self.next_timer(), |i| self.next_timer().min(i));
             let msg = tokio::select! {
                 msg = rx.recv() => msg,
                 _ = tokio::time::sleep_until(wake) => {
+                    if idle_at.is_some_and(|i| i <= Instant::now())
+                        && self.passivate(generation, &mut rx)
+                    {
+                        break;
+                    }
                     self.on_time().await;
                     continue;
                 }
             };
+            self.last_active = Instant::now();
             let Some(msg) = msg else { break };
             match msg {
                 Msg::Shutdown { done } => {
@@ -88,6 +98,40 @@ impl AccountActor {
                 break;
             }
         }
+    }
+
+    /// When this actor may passivate: a live account with nothing parked, idle since its
+    /// last message. Parked debits keep it awake (they wait on its timers).
+    fn idle_deadline(&self) -> Option<Instant> {
+        (matches!(self.state, State::Live(_)) && self.parked.is_empty())
+            .then(|| self.last_active + self.svc.idle_timeout)
+    }
+
+    /// Snapshot first, then leave the registry, as the `Absent` case does. The snapshot
+    /// makes the next activation cheap (no replay); it needs no fsync of its own, because
+    /// activation trusts the log over a snapshot ahead of it. `retire` fails when a
+    /// message arrived meanwhile: the actor then stays and serves it (the snapshot it
+    /// wrote is still right). Returns whether the actor is gone.
+    fn passivate(&mut self, generation: u64, rx: &mut mpsc::Receiver<Msg>) -> bool {
+        if let State::Live(acct) = &self.state {
+            if acct.seq > self.snapshot_seq {
+                self.write(Append {
+                    snapshot: Some(acct),
+                    ..Default::default()
+                });
+                self.snapshot_seq = acct.seq;
+                metrics::counter!(m::SNAPSHOTS_TOTAL).increment(1);
+            }
+        }
+        if !self.registry.retire(&self.id, generation, rx) {
+            self.last_active = Instant::now();
+            return false;
+        }
+        // `retire` closed the mailbox with nothing in it, under the lock every send takes.
+        debug_assert!(rx.try_recv().is_err());
+        metrics::gauge!(m::ACCOUNTS_ACTIVE).decrement(1.0);
+        metrics::counter!(m::PASSIVATIONS_TOTAL).increment(1);
+        true
     }
 
     fn activate(&mut self) {

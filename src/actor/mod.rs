@@ -45,6 +45,8 @@ pub struct Services {
     pub idempotency_ttl_ms: i64,
     pub mailbox_max: usize,
     pub parked_max: usize,
+    /// Idle time after which an actor snapshots and stops (see `AccountActor::passivate`).
+    pub idle_timeout: Duration,
 }
 
 /// What an account answers.

@@ -105,6 +105,9 @@ impl SledStore {
             // periodic mode); sled's own timer thread would only add unasked-for fsyncs and
             // hold the database open for a moment after we drop it.
             .flush_every_ms(None)
+            // LowSpace (the default) rewrites live pages out of fragmented segments eagerly;
+            // under a stream of small random updates that was most of the bytes written.
+            .mode(sled::Mode::HighThroughput)
             .open()?;
         let data_path = dir.join("db");
         let data_file = std::fs::OpenOptions::new()
