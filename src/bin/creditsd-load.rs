@@ -73,6 +73,10 @@ struct Args {
     /// Only create and fund the accounts, then exit.
     #[arg(long)]
     setup_only: bool,
+    /// Only read every account once (`GET /v1/accounts/{id}`, over `--setup-connections`)
+    /// and report the latency: on a freshly started daemon, every read is a cold activation.
+    #[arg(long)]
+    reads: bool,
     /// Do not read every account before and after to check the books.
     #[arg(long)]
     no_verify: bool,
@@ -193,7 +197,7 @@ impl Client {
         path: &str,
         body: Option<String>,
     ) -> Result<(StatusCode, Bytes), String> {
-        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
+        if !self.sender.as_ref().is_some_and(|s| !s.is_closed()) {
             self.sender = Some(connect(&self.addr).await?);
         }
         let sender = self.sender.as_mut().expect("connected");
@@ -293,6 +297,9 @@ fn account_id(args: &Args, i: usize) -> String {
     format!("{}{}", args.prefix, i)
 }
 
+/// A setup task: the (index, value) pairs it produced.
+type Worker<T> = tokio::task::JoinHandle<Result<Vec<(usize, T)>, String>>;
+
 /// Runs `f(client, i)` for every i in 0..n over `conns` connections.
 async fn for_each_account<F, Fut, T>(args: &Args, n: usize, f: F) -> Result<Vec<T>, String>
 where
@@ -301,7 +308,7 @@ where
     T: Send + 'static + Default + Clone,
 {
     let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
+    let mut tasks: Vec<Worker<T>> = Vec::new();
     for _ in 0..args.setup_connections.max(1) {
         let next = next.clone();
         let f = f.clone();
@@ -318,7 +325,6 @@ where
                 out.push((i, r?));
             }
         }));
-        let _: &Vec<tokio::task::JoinHandle<Result<Vec<(usize, T)>, String>>> = &tasks;
     }
     let mut all = vec![T::default(); n];
     for t in tasks {
@@ -402,6 +408,44 @@ async fn balances(args: &Args) -> Result<Vec<u64>, String> {
         }
     })
     .await
+}
+
+async fn cold_reads(args: &Args) -> Result<(), String> {
+    let a = Arc::new(args.clone());
+    let started = Instant::now();
+    let latencies = for_each_account(args, args.accounts, move |mut c, i| {
+        let a = a.clone();
+        async move {
+            let id = account_id(&a, i);
+            let t = Instant::now();
+            let r = match c
+                .call(Method::GET, &format!("/v1/accounts/{id}"), None)
+                .await
+            {
+                Ok((StatusCode::OK, _)) => Ok(t.elapsed().as_micros() as u64),
+                Ok((s, _)) => Err(format!("reading {id}: {s}")),
+                Err(e) => Err(e),
+            };
+            (c, r)
+        }
+    })
+    .await?;
+    let secs = started.elapsed().as_secs_f64();
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+    for us in latencies {
+        h.saturating_record(us.max(1));
+    }
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "reads    {} accounts in {secs:.1} s ({:.0}/s)  p50 {:.3} ms  p99 {:.3} ms  p999 {:.3} ms  max {:.3} ms",
+        args.accounts,
+        args.accounts as f64 / secs,
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        h.max() as f64 / 1000.0
+    );
+    Ok(())
 }
 
 /// One connection's loop: build, send, time, tally, until the bound is reached.
@@ -558,11 +602,14 @@ fn main() {
 /// Returns whether the books balanced (always true without verification).
 async fn run(args: Args) -> Result<bool, String> {
     let generic = args.template.is_some();
-    if !generic && !args.skip_setup {
+    if !generic && !args.skip_setup && !args.reads {
         setup(&args).await?;
     }
     if args.setup_only {
         return Ok(true);
+    }
+    if args.reads {
+        return cold_reads(&args).await.map(|()| true);
     }
     let verify = !generic && !args.no_verify;
     let before = if verify {
