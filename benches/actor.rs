@@ -41,6 +41,7 @@ fn setup(
         idempotency_ttl_ms: 7 * 86_400_000,
         mailbox_max: 4096,
         parked_max: 16,
+        idle_timeout: Duration::from_secs(300),
     }));
     rt.block_on(async {
         for a in 0..accounts {

@@ -129,7 +129,7 @@ impl AccountActor {
         }
         // `retire` closed the mailbox with nothing in it, under the lock every send takes.
         debug_assert!(rx.try_recv().is_err());
-        metrics::gauge!(m::ACCOUNTS_ACTIVE).decrement(1.0);
+        // `creditsd_accounts_active` follows: the upkeep task counts the registry's map.
         metrics::counter!(m::PASSIVATIONS_TOTAL).increment(1);
         true
     }
