@@ -33,6 +33,16 @@ impl Daemon {
 
     /// Like `start`, with extra environment variables (e.g. `NOTIFY_SOCKET`).
     pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_prepared(extra, env, |_| {})
+    }
+
+    /// As `start`, after `prepare` has been given the data directory's path (still
+    /// absent), e.g. to mount a small filesystem there.
+    pub fn start_with(extra: &str, prepare: impl FnOnce(&Path)) -> Daemon {
+        Daemon::start_prepared(extra, &[], prepare)
+    }
+
+    fn start_prepared(extra: &str, env: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, extra).expect("writing config");
@@ -50,6 +60,7 @@ impl Daemon {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         };
+        prepare(&d.data_dir());
         d.spawn();
         d
     }
@@ -127,6 +138,11 @@ impl Daemon {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Waits for the daemon to exit on its own (e.g. fail-stop) and answers its status.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        self.child.take().expect("running").wait().unwrap()
     }
 
     /// SIGTERM and wait for the exit status.
