@@ -166,7 +166,7 @@ fn slow_clients_are_cut_off_and_connections_are_bounded() {
 
 #[test]
 fn a_burst_beyond_the_mailbox_is_429_with_retry_after_and_the_books_stay_right() {
-    let mut d = Daemon::start("[actors]\nmailbox_max = 2\n");
+    let d = Daemon::start("[actors]\nmailbox_max = 2\n");
     d.create("hot", "free");
     let (s, v) = d.post(
         "/v1/accounts/hot/grants",
