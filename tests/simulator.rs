@@ -23,7 +23,7 @@ use std::sync::Mutex;
 use creditsd::actor::fingerprint::{fingerprint, key_of};
 use creditsd::domain::{Account, Bucket, Command, Credits, Event, Notice, Pricing, Ts};
 use creditsd::store::codec::{decode, encode};
-use creditsd::store::{Append, FeedEntry, IdemRecord, StorageError, Store};
+use creditsd::store::{Append, BookTotals, FeedEntry, IdemRecord, StorageError, Store};
 
 // ---------------------------------------------------------------- a small seeded PRNG
 
@@ -62,6 +62,8 @@ struct Tables {
     idem: BTreeMap<(String, String), Vec<u8>>,
     feed: BTreeMap<u64, Vec<u8>>,
     wakeups: BTreeSet<(Ts, String)>,
+    cursors: BTreeMap<String, Vec<u8>>,
+    bases: BTreeMap<String, Vec<u8>>,
 }
 
 /// One write of a batch. A batch is atomic, as sled's `apply_batch` is.
@@ -73,6 +75,10 @@ enum Op {
     Feed(u64, Vec<u8>),
     WakeAdd(Ts, String),
     WakeDel(Ts, String),
+    FeedDel(u64),
+    Cursor(String, Vec<u8>),
+    Base(String, Vec<u8>),
+    EventDel(String, u64),
 }
 
 impl Tables {
@@ -96,6 +102,18 @@ impl Tables {
                 }
                 Op::WakeDel(at, a) => {
                     self.wakeups.remove(&(at, a));
+                }
+                Op::FeedDel(id) => {
+                    self.feed.remove(&id);
+                }
+                Op::Cursor(name, v) => {
+                    self.cursors.insert(name, v);
+                }
+                Op::Base(a, v) => {
+                    self.bases.insert(a, v);
+                }
+                Op::EventDel(a, s) => {
+                    self.events.remove(&(a, s));
                 }
             }
         }
@@ -311,6 +329,60 @@ impl Store for SimStore {
 
     fn feed_next_id(&self) -> u64 {
         self.disk().feed_next
+    }
+
+    /// Summed from the accounts on demand (only metrics read it; the simulator does not
+    /// prune, so the snapshot + tail is the whole state).
+    fn totals(&self) -> BookTotals {
+        let mut sum = BookTotals::default();
+        for id in self.accounts().unwrap_or_default() {
+            if let Ok(Some(mut acct)) = self.snapshot(&id) {
+                for ev in self.events_after(&id, acct.seq).unwrap_or_default() {
+                    acct.apply(&ev);
+                }
+                sum.add(&BookTotals::of(&acct));
+            }
+        }
+        sum
+    }
+
+    fn prune_feed(&self, below: u64, cutoff: Ts) -> Result<u64, StorageError> {
+        let doomed: Vec<u64> = {
+            let d = self.disk();
+            let newest = d.feed_next.saturating_sub(1);
+            d.visible
+                .feed
+                .range(..newest)
+                .take_while(|(id, v)| {
+                    let e: FeedEntry = decode(b"F", v).expect("the simulator writes valid records");
+                    **id < below || e.at < cutoff
+                })
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        let n = doomed.len() as u64;
+        self.write(doomed.into_iter().map(Op::FeedDel).collect())?;
+        Ok(n)
+    }
+
+    fn feed_cursor(&self, name: &str) -> Result<Option<u64>, StorageError> {
+        let d = self.disk();
+        Self::get(format!("C{name}"), d.visible.cursors.get(name))
+    }
+
+    fn set_feed_cursor(&self, name: &str, id: u64) -> Result<(), StorageError> {
+        self.write(vec![Op::Cursor(name.into(), encode(&id))])
+    }
+
+    fn base(&self, account: &str) -> Result<Option<Account>, StorageError> {
+        let d = self.disk();
+        Self::get(format!("B{account}"), d.visible.bases.get(account))
+    }
+
+    fn prune_history(&self, account: &str, from: u64, base: &Account) -> Result<(), StorageError> {
+        let mut batch = vec![Op::Base(account.into(), encode(base))];
+        batch.extend((from..=base.seq).map(|s| Op::EventDel(account.into(), s)));
+        self.write(batch)
     }
 
     fn sync(&self) -> Result<(), StorageError> {
