@@ -5,6 +5,7 @@
 #
 # Usage: benches/soak.sh [SECONDS] [CLIENTS] [ACCOUNTS] [INTERVAL_SECONDS]
 #        defaults: 300 8 200 30 (the target soak is 1800 seconds)
+# SOAK_CONFIG="...toml..." adds config (e.g. a smaller [storage] cache_bytes).
 # The load: keep-alive clients (python3, standard library only) doing debits with fresh
 # idempotency keys (85%), account reads (10%), retried keys (3%) and purchases (2%).
 set -euo pipefail
@@ -18,7 +19,7 @@ cargo build --release --quiet
 bin=${CARGO_TARGET_DIR:-target}/release/creditsd
 work=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
-: > "$work/config.toml"
+printf '%b\n' "${SOAK_CONFIG:-}" > "$work/config.toml"
 RUST_LOG=info "$bin" serve --config "$work/config.toml" --listen 127.0.0.1:0 \
     --data-dir "$work/data" 2> "$work/log" &
 pid=$!
