@@ -19,7 +19,9 @@ use crate::store::{Append, IdemRecord};
 enum State {
     /// No such account (yet): only `Create` does anything.
     Absent,
-    Live(Box<Account>),
+    /// Shared with readers: a `Get` answers a pointer, and a mutation copies the account
+    /// only if a reader still holds the previous version (`Arc::make_mut`).
+    Live(Arc<Account>),
     /// A record of this account is corrupt: every request gets this error.
     Failed(String),
 }
@@ -137,7 +139,7 @@ impl AccountActor {
     fn activate(&mut self) {
         let started = std::time::Instant::now();
         self.state = match self.load() {
-            Ok(Some(acct)) => State::Live(Box::new(acct)),
+            Ok(Some(acct)) => State::Live(Arc::new(acct)),
             Ok(None) => State::Absent,
             Err(ActorError::Corrupt(e)) => {
                 tracing::error!(account = %self.id, error = %e, "account cannot be activated");
@@ -306,7 +308,7 @@ impl AccountActor {
         self.indexed_wakeup = Some(wakeup);
         self.snapshot_seq = acct.seq;
         m::record_event(&ev, &plan);
-        self.state = State::Live(Box::new(acct));
+        self.state = State::Live(Arc::new(acct));
         self.svc
             .journal
             .acknowledge(
@@ -327,7 +329,7 @@ impl AccountActor {
         let now = self.svc.clock.now();
         let mut recorded = Vec::new();
         while let Some((at, body)) = acct.next_due(now, &self.svc.pricing) {
-            recorded.push(acct.record(body, at, &self.svc.pricing.thresholds));
+            recorded.push(Arc::make_mut(acct).record(body, at, &self.svc.pricing.thresholds));
         }
         if recorded.is_empty() {
             return;
@@ -531,7 +533,7 @@ impl AccountActor {
             let _ = mutation.reply.send(Ok(Outcome::DryRun { event }));
             return None;
         }
-        let event = acct.record(body, now, &self.svc.pricing.thresholds);
+        let event = Arc::make_mut(acct).record(body, now, &self.svc.pricing.thresholds);
         m::record_event(&event, &acct.plan);
         m::count_result(&mutation.cmd, "ok");
         let idem = if key.is_empty() {

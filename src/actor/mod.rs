@@ -57,7 +57,7 @@ pub enum Outcome {
     /// What the mutation would record; nothing was written.
     DryRun { event: Event },
     /// The account as it is now.
-    View(Box<Account>),
+    View(Arc<Account>),
 }
 
 #[derive(Debug, Clone)]

@@ -24,7 +24,7 @@ pub const USAGE_PERIODS_MAX: usize = 1000;
 const DAY_RANGE_DEFAULT_DAYS: i64 = 30;
 const MONTH_RANGE_DEFAULT_MONTHS: i64 = 12;
 
-async fn account(app: &App, id: &str) -> Result<Box<Account>, ApiError> {
+async fn account(app: &App, id: &str) -> Result<std::sync::Arc<Account>, ApiError> {
     let Outcome::View(acct) = ask(app, id, |reply| Msg::Get { reply }).await? else {
         unreachable!("Get answers a view")
     };
