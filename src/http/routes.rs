@@ -297,13 +297,11 @@ async fn create_account(app: &App, body: &[u8]) -> Answer {
         field: Some("id".into()),
         ..e
     })?;
-    let plan = dto::opt_str(&obj, "plan")?.unwrap_or("free").to_string();
-    if !app.config.plans.contains_key(&plan) {
-        return Err(ApiError::invalid(
-            "plan",
-            format!("unknown plan {plan:?} (see /v1/pricing)"),
-        ));
-    }
+    let plan = known(
+        &app.config.plans,
+        "plan",
+        dto::opt_str(&obj, "plan")?.unwrap_or("free"),
+    )?;
     let anchor = dto::opt_str(&obj, "billing_anchor")?
         .map(|s| dto::ts_param("billing_anchor", s))
         .transpose()?;
@@ -328,14 +326,28 @@ async fn get_account(app: &App, id: &str) -> Answer {
 }
 
 fn operation(app: &App, obj: &Object) -> Result<String, ApiError> {
-    let op = dto::req_str(obj, "operation")?;
-    if !app.config.operations.contains_key(op) {
-        return Err(ApiError::invalid(
-            "operation",
-            format!("unknown operation {op:?} (see /v1/pricing)"),
-        ));
+    known(
+        &app.config.operations,
+        "operation",
+        dto::req_str(obj, "operation")?,
+    )
+}
+
+/// `value` if it names an entry of a configured table (operations, plans, packs), else a
+/// 400 naming `field`: checked here so an unknown name never reaches an actor.
+fn known<V>(
+    table: &std::collections::BTreeMap<String, V>,
+    field: &str,
+    value: &str,
+) -> Result<String, ApiError> {
+    if table.contains_key(value) {
+        Ok(value.to_string())
+    } else {
+        Err(ApiError::invalid(
+            field,
+            format!("unknown {field} {value:?} (see /v1/pricing)"),
+        ))
     }
-    Ok(op.to_string())
 }
 
 fn wait(app: &App, obj: &Object) -> Result<Duration, ApiError> {
@@ -518,13 +530,7 @@ async fn plan(app: &App, id: &str, body: &[u8]) -> Answer {
     let id = dto::account_id(id, &app.config.limits)?;
     let obj = dto::parse_object(body)?;
     dto::only(&obj, &["plan", "idempotency_key"])?;
-    let plan = dto::req_str(&obj, "plan")?.to_string();
-    if !app.config.plans.contains_key(&plan) {
-        return Err(ApiError::invalid(
-            "plan",
-            format!("unknown plan {plan:?} (see /v1/pricing)"),
-        ));
-    }
+    let plan = known(&app.config.plans, "plan", dto::req_str(&obj, "plan")?)?;
     let cmd = Command::ChangePlan {
         plan,
         idempotency_key: dto::idempotency_key(&obj, &app.config.limits)?,
@@ -536,13 +542,7 @@ async fn purchase(app: &App, id: &str, body: &[u8]) -> Answer {
     let id = dto::account_id(id, &app.config.limits)?;
     let obj = dto::parse_object(body)?;
     dto::only(&obj, &["pack", "payment_ref"])?;
-    let pack = dto::req_str(&obj, "pack")?.to_string();
-    if !app.config.packs.contains_key(&pack) {
-        return Err(ApiError::invalid(
-            "pack",
-            format!("unknown pack {pack:?} (see /v1/pricing)"),
-        ));
-    }
+    let pack = known(&app.config.packs, "pack", dto::req_str(&obj, "pack")?)?;
     let payment_ref = dto::req_bounded(
         &obj,
         "payment_ref",
