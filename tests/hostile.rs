@@ -14,19 +14,7 @@ use common::{json, Daemon, Value};
 /// Sends `bytes` on a fresh connection, half-closes, and answers the status of what came
 /// back (0 when the server closed without an answer).
 fn exchange(d: &Daemon, bytes: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(&d.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let _ = s.write_all(bytes);
-    let _ = s.shutdown(std::net::Shutdown::Write);
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, text)
+    d.raw_bytes(bytes, true)
 }
 
 fn still_serving(d: &Daemon) {

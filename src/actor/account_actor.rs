@@ -115,16 +115,7 @@ impl AccountActor {
     /// message arrived meanwhile: the actor then stays and serves it (the snapshot it
     /// wrote is still right). Returns whether the actor is gone.
     fn passivate(&mut self, generation: u64, rx: &mut mpsc::Receiver<Msg>) -> bool {
-        if let State::Live(acct) = &self.state {
-            if acct.seq > self.snapshot_seq {
-                self.write(Append {
-                    snapshot: Some(acct),
-                    ..Default::default()
-                });
-                self.snapshot_seq = acct.seq;
-                metrics::counter!(m::SNAPSHOTS_TOTAL).increment(1);
-            }
-        }
+        self.snapshot_if_behind();
         if !self.registry.retire(&self.id, generation, rx) {
             self.last_active = Instant::now();
             return false;
@@ -388,6 +379,12 @@ impl AccountActor {
         for p in self.parked.drain(..) {
             let _ = p.mutation.reply.send(Err(ActorError::Unavailable));
         }
+        self.snapshot_if_behind();
+    }
+
+    /// Writes a snapshot when events were recorded since the last one (before the actor
+    /// stops: passivation or shutdown), so the next activation replays nothing.
+    fn snapshot_if_behind(&mut self) {
         if let State::Live(acct) = &self.state {
             if acct.seq > self.snapshot_seq {
                 self.write(Append {
@@ -395,6 +392,7 @@ impl AccountActor {
                     ..Default::default()
                 });
                 self.snapshot_seq = acct.seq;
+                metrics::counter!(m::SNAPSHOTS_TOTAL).increment(1);
             }
         }
     }

@@ -205,11 +205,21 @@ impl Daemon {
     /// Writes `head` (request line and headers, without the final blank line) and then
     /// `body` on a fresh connection and answers the status line and the rest as text.
     pub fn raw_tcp(&self, head: &str, body: &[u8]) -> (u16, String) {
+        let mut bytes = format!("{head}\r\n\r\n").into_bytes();
+        bytes.extend_from_slice(body);
+        self.raw_bytes(&bytes, false)
+    }
+
+    /// Writes `bytes` as they are on a fresh connection (half-closing it after them when
+    /// `shutdown`) and answers the status (0 if none) and everything read back.
+    pub fn raw_bytes(&self, bytes: &[u8], shutdown: bool) -> (u16, String) {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(&self.addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        s.write_all(format!("{head}\r\n\r\n").as_bytes()).unwrap();
-        let _ = s.write_all(body);
+        let _ = s.write_all(bytes);
+        if shutdown {
+            let _ = s.shutdown(std::net::Shutdown::Write);
+        }
         let mut out = Vec::new();
         let _ = s.read_to_end(&mut out);
         let text = String::from_utf8_lossy(&out).into_owned();
