@@ -35,6 +35,8 @@ pub struct ServerConfig {
     pub connections_max: usize,
     /// A client that has not sent its request head within this time is dropped.
     pub header_read_timeout_ms: u64,
+    /// A request body must arrive whole within this time, or the answer is 408.
+    pub body_read_timeout_ms: u64,
     /// How long SIGTERM waits for in-flight requests before closing connections.
     pub drain_timeout_ms: u64,
 }
@@ -172,6 +174,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8640".into(),
             connections_max: 1024,
             header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
             drain_timeout_ms: 10_000,
         }
     }
@@ -279,6 +282,10 @@ impl Config {
         }
         for (key, v) in [
             ("server.connections_max", self.server.connections_max as u64),
+            (
+                "server.body_read_timeout_ms",
+                self.server.body_read_timeout_ms,
+            ),
             ("storage.flush_interval_ms", self.storage.flush_interval_ms),
             ("storage.snapshot_every", self.storage.snapshot_every),
             (

@@ -423,3 +423,35 @@ fn pricing_health_and_readiness() {
     let (s, v) = d.debit("nobody", "video_generation", 1, "k");
     assert_eq!(s, 400, "video_generation is not configured here: {v}");
 }
+
+#[test]
+fn an_oversized_body_sent_whole_gets_its_413_and_a_slow_body_a_408() {
+    let d = Daemon::start("[server]\nbody_read_timeout_ms = 500\n");
+    d.create("a", "free");
+    // A client that writes its whole 70 KB body before reading must read the 413, not a
+    // broken pipe: the server drains what it refuses (up to 4x the limit).
+    let huge = format!(
+        "{{\"operation\":\"sample_image\",\"idempotency_key\":\"k\",\"metadata\":{{\"a\":\"{}\"}}}}",
+        "x".repeat(70_000)
+    );
+    for _ in 0..20 {
+        let (s, v) = d.raw("POST", "/v1/accounts/a/debits", &huge);
+        assert_eq!(
+            (s, v["error"]["code"].clone()),
+            (413, json!("body_too_large")),
+            "{v}"
+        );
+    }
+    // A body that trickles is cut off when its time is up, with a 408.
+    let head = "POST /v1/accounts/a/debits HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100";
+    let started = std::time::Instant::now();
+    let (s, text) = d.raw_tcp(head, b"{\"operation\":");
+    assert_eq!(s, 408, "{text}");
+    assert!(text.contains("body_timeout"), "{text}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(d.account("a")["available"], 50);
+}

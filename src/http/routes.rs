@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
@@ -148,7 +148,8 @@ async fn dispatch(
     } else {
         limits.body_bytes_max
     };
-    let body = match read_body(req, body_max).await {
+    let body_timeout = Duration::from_millis(app.config.server.body_read_timeout_ms);
+    let body = match read_body(req, body_max, body_timeout).await {
         Ok(b) => b,
         Err(e) => return (route, Err(e)),
     };
@@ -201,7 +202,19 @@ fn method_not_allowed() -> ApiError {
     )
 }
 
-async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, ApiError> {
+/// An oversized body is answered 413 at once, and what the client goes on sending is
+/// read and thrown away, up to this many times the limit and within the body timeout, so
+/// that a client still writing reads its 413 instead of a broken pipe.
+const OVERSIZE_DRAIN_FACTOR: u64 = 4;
+
+/// Reads a body of at most `max` bytes within `timeout`. Too large is a 413 (from
+/// `Content-Length` when declared), too slow a 408: neither holds a connection slot past
+/// the timeout.
+async fn read_body(
+    req: Request<Incoming>,
+    max: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -209,23 +222,66 @@ async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, ApiError
             format!("the body is limited to {max} bytes"),
         )
     };
-    if let Some(len) = req
+    let declared = req
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > max as u64 {
-            return Err(too_large());
+        .and_then(|v| v.parse::<u64>().ok());
+    let deadline = tokio::time::Instant::now() + timeout;
+    let drain_max = (max as u64).saturating_mul(OVERSIZE_DRAIN_FACTOR);
+    let mut body = req.into_body();
+    if declared.is_some_and(|len| len > max as u64) {
+        tokio::spawn(drain(body, drain_max, deadline));
+        return Err(too_large());
+    }
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!("the body did not arrive within {} ms", timeout.as_millis()),
+                ))
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::invalid(
+                    "body",
+                    format!("could not read the body: {e}"),
+                ))
+            }
+            Ok(Some(Ok(frame))) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if buf.len() + data.len() > max {
+                    tokio::spawn(drain(body, drain_max, deadline));
+                    return Err(too_large());
+                }
+                buf.extend_from_slice(&data);
+            }
         }
     }
-    match Limited::new(req.into_body(), max).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(ApiError::invalid(
-            "body",
-            format!("could not read the body: {e}"),
-        )),
+}
+
+/// A drain stops when the client has been quiet this long: one still writing sends
+/// continuously, one that declared a body it never sends should not keep its slot.
+const DRAIN_IDLE: Duration = Duration::from_millis(500);
+
+/// Reads and discards the rest of a refused body, at most `bytes_max`, until `deadline`
+/// or `DRAIN_IDLE` without data; dropping the body then lets hyper close the connection.
+async fn drain(mut body: Incoming, bytes_max: u64, deadline: tokio::time::Instant) {
+    let mut seen = 0u64;
+    loop {
+        let wait = deadline.min(tokio::time::Instant::now() + DRAIN_IDLE);
+        let Ok(Some(Ok(frame))) = tokio::time::timeout_at(wait, body.frame()).await else {
+            return;
+        };
+        seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+        if seen > bytes_max {
+            return;
+        }
     }
 }
 
