@@ -26,6 +26,10 @@ pub const MAILBOX_REJECTIONS_TOTAL: &str = "creditsd_mailbox_rejections_total";
 /// Webhook attempts by result: `delivered`, `failed` (will retry), `given_up`.
 pub const WEBHOOK_DELIVERIES_TOTAL: &str = "creditsd_webhook_deliveries_total";
 pub const SNAPSHOT_SECONDS: &str = "creditsd_snapshot_duration_seconds";
+/// How long the checkpointer took to write one frozen overlay layer into sled, and how
+/// many keys it wrote (`store::overlay`).
+pub const CHECKPOINT_SECONDS: &str = "creditsd_checkpoint_duration_seconds";
+pub const CHECKPOINT_KEYS_TOTAL: &str = "creditsd_checkpoint_keys_total";
 pub const ACCOUNTS: &str = "creditsd_accounts";
 pub const ACCOUNTS_PAUSED: &str = "creditsd_accounts_paused";
 pub const NOTICES_TOTAL: &str = "creditsd_notices_total";

@@ -1,14 +1,17 @@
-//! `Store` over one sled tree. Each mutation is one `apply_batch`, so an event, its
-//! idempotency record, its feed entries and its snapshot land together or not at all.
+//! `Store` over one sled tree. Each mutation's writes (its events, idempotency records,
+//! feed entries, snapshot, totals) are one overlay commit, so they land in one group record
+//! together or not at all (`overlay.rs`).
 
 use std::fs::File;
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use sled::{Batch, Db, IVec};
+use sled::{Batch, Db};
 
 use super::codec::{decode, display_key, encode};
+use super::overlay::{Overlay, Value};
 use super::totals::{self, BookTotals};
 use super::{Append, FeedEntry, IdemRecord, StorageError, Store};
 use crate::domain::{Account, Event, Ts};
@@ -24,6 +27,9 @@ const TOTALS: u8 = b'T';
 
 pub struct SledStore {
     db: Db,
+    /// Every write goes through it; every read looks at it first.
+    overlay: Arc<Overlay>,
+    checkpointer: Option<std::thread::JoinHandle<()>>,
     /// sled's data file, fsynced after each flush (see `Store::sync`).
     data_file: File,
     /// Feed ids are handed out and written under this lock so that ids become visible in
@@ -88,6 +94,11 @@ fn totals_key(shard: usize) -> [u8; 2] {
     [TOTALS, shard as u8]
 }
 
+/// Every key that starts with `tag`.
+fn prefix(tag: u8) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    (Bound::Included(vec![tag]), Bound::Excluded(vec![tag + 1]))
+}
+
 fn feed_key(id: u64) -> [u8; 9] {
     let mut k = [FEED; 9];
     k[1..].copy_from_slice(&id.to_be_bytes());
@@ -115,6 +126,21 @@ impl SledStore {
             .write(true)
             .open(&data_path)
             .map_err(|e| StorageError::Io(format!("opening {}: {e}", data_path.display())))?;
+        // First of all: the group records a previous run left hold writes that may not be
+        // in their keys yet, and everything below reads those keys.
+        let started = std::time::Instant::now();
+        let (overlay, replayed) = Overlay::recover(&db)?;
+        if replayed > 0 {
+            db.flush()?;
+            data_file
+                .sync_data()
+                .map_err(|e| StorageError::Io(format!("fsync of sled data file: {e}")))?;
+            tracing::info!(
+                groups = replayed,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "replayed the write-ahead group records left by the previous run"
+            );
+        }
         let feed_next = match db.scan_prefix([FEED]).next_back() {
             Some(kv) => {
                 let (k, _) = kv?;
@@ -126,8 +152,21 @@ impl SledStore {
             None => 1,
         };
         let totals = load_totals(&db)?;
+        let checkpointer = {
+            let overlay = overlay.clone();
+            std::thread::Builder::new()
+                .name("creditsd-checkpoint".into())
+                .spawn(move || {
+                    if let Err(e) = overlay.checkpoint_loop() {
+                        crate::fail_stop(&format!("checkpoint: {e}"));
+                    }
+                })
+                .map_err(|e| StorageError::Io(format!("spawning the checkpointer: {e}")))?
+        };
         Ok(SledStore {
             db,
+            overlay,
+            checkpointer: Some(checkpointer),
             data_file,
             feed_lock: Mutex::new(()),
             feed_next: AtomicU64::new(feed_next),
@@ -139,22 +178,35 @@ impl SledStore {
         &self,
         key: &[u8],
     ) -> Result<Option<T>, StorageError> {
-        match self.db.get(key)? {
+        match self.overlay.get(key)? {
             Some(v) => decode(key, &v).map(Some),
             None => Ok(None),
         }
     }
 
-    fn decode_events(
-        iter: impl Iterator<Item = sled::Result<(IVec, IVec)>>,
+    /// Decodes up to `limit` records in a key range (descending with `rev`).
+    fn decode_range<T: serde::de::DeserializeOwned>(
+        &self,
+        range: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+        rev: bool,
         limit: usize,
-    ) -> Result<Vec<Event>, StorageError> {
-        let mut out = Vec::new();
-        for kv in iter.take(limit) {
-            let (k, v) = kv?;
-            out.push(decode(&k, &v)?);
+    ) -> Result<Vec<T>, StorageError> {
+        self.overlay
+            .range(range.0, range.1, rev, limit)?
+            .iter()
+            .map(|(k, v)| decode(k, v))
+            .collect()
+    }
+}
+
+impl Drop for SledStore {
+    /// The checkpointer writes the layers already handed to it, then stops. Whatever it
+    /// leaves is in group records, which the next open replays.
+    fn drop(&mut self) {
+        self.overlay.stop();
+        if let Some(t) = self.checkpointer.take() {
+            let _ = t.join();
         }
-        Ok(out)
     }
 }
 
@@ -205,28 +257,29 @@ fn load_totals(db: &Db) -> Result<Vec<BookTotals>, StorageError> {
 }
 
 impl SledStore {
-    /// Applies `batch`, with the account's totals shard moved by `events` in the same batch.
-    fn apply_with_totals(
+    /// Commits `writes`, with the account's totals shard moved by `events` in the same
+    /// commit. The shard's lock is held until the commit, so shard values reach the
+    /// overlay in the order they were computed.
+    fn commit_with_totals(
         &self,
         account: &str,
         events: &[Event],
-        mut batch: Batch,
-    ) -> Result<(), StorageError> {
+        mut writes: Vec<(Vec<u8>, Value)>,
+    ) {
         let mut delta = BookTotals::default();
         for ev in events {
             delta.add(&totals::delta(ev));
         }
         if delta.is_zero() {
-            return Ok(self.db.apply_batch(batch)?);
+            return self.overlay.commit(writes);
         }
         let shard = totals::shard_of(account);
         let mut sum = self.totals[shard].lock().unwrap_or_else(|p| p.into_inner());
         let mut next = *sum;
         next.add(&delta);
-        batch.insert(&totals_key(shard)[..], encode(&next));
-        self.db.apply_batch(batch)?;
+        writes.push((totals_key(shard).to_vec(), Some(encode(&next))));
+        self.overlay.commit(writes);
         *sum = next;
-        Ok(())
     }
 }
 
@@ -240,21 +293,21 @@ fn record_snapshot(started: Option<std::time::Instant>) {
 impl Store for SledStore {
     fn append(&self, account: &str, a: Append<'_>) -> Result<(), StorageError> {
         let snapshot_started = a.snapshot.map(|_| std::time::Instant::now());
-        let mut batch = Batch::default();
+        let mut writes: Vec<(Vec<u8>, Value)> = Vec::with_capacity(a.events.len() + 3);
         for ev in a.events {
-            batch.insert(event_key(account, ev.seq), encode(ev));
+            writes.push((event_key(account, ev.seq), Some(encode(ev))));
         }
         for (key, rec) in &a.idempotency {
-            batch.insert(idem_key(account, key), encode(rec));
+            writes.push((idem_key(account, key), Some(encode(rec))));
         }
         if let Some(acct) = a.snapshot {
-            batch.insert(snapshot_key(account), encode(acct));
+            writes.push((snapshot_key(account), Some(encode(acct))));
         }
         if let Some((old, new)) = a.wakeup {
             if let Some(old) = old {
-                batch.remove(wakeup_key(old, account));
+                writes.push((wakeup_key(old, account), None));
             }
-            batch.insert(wakeup_key(new, account), &[][..]);
+            writes.push((wakeup_key(new, account), Some(Vec::new())));
         }
         let notices: Vec<_> = a
             .events
@@ -262,7 +315,7 @@ impl Store for SledStore {
             .flat_map(|ev| ev.notices().into_iter().map(move |n| (ev, n)))
             .collect();
         if notices.is_empty() {
-            self.apply_with_totals(account, a.events, batch)?;
+            self.commit_with_totals(account, a.events, writes);
             record_snapshot(snapshot_started);
             return Ok(());
         }
@@ -278,10 +331,10 @@ impl Store for SledStore {
                 balances: ev.after,
                 held: ev.held_after,
             };
-            batch.insert(&feed_key(id)[..], encode(&entry));
+            writes.push((feed_key(id).to_vec(), Some(encode(&entry))));
             id += 1;
         }
-        self.apply_with_totals(account, a.events, batch)?;
+        self.commit_with_totals(account, a.events, writes);
         self.feed_next.store(id, Ordering::Release);
         drop(_order);
         record_snapshot(snapshot_started);
@@ -303,7 +356,11 @@ impl Store for SledStore {
     fn events_after(&self, account: &str, after: u64) -> Result<Vec<Event>, StorageError> {
         let start = event_key(account, after.saturating_add(1));
         let end = event_key(account, u64::MAX);
-        Self::decode_events(self.db.range(start..=end), usize::MAX)
+        self.decode_range(
+            (Bound::Included(start), Bound::Included(end)),
+            false,
+            usize::MAX,
+        )
     }
 
     fn events_before(
@@ -314,7 +371,7 @@ impl Store for SledStore {
     ) -> Result<Vec<Event>, StorageError> {
         let start = event_key(account, 0);
         let end = event_key(account, before);
-        Self::decode_events(self.db.range(start..end).rev(), limit)
+        self.decode_range((Bound::Included(start), Bound::Excluded(end)), true, limit)
     }
 
     fn event(&self, account: &str, seq: u64) -> Result<Option<Event>, StorageError> {
@@ -327,42 +384,42 @@ impl Store for SledStore {
 
     fn prune_idempotency(&self, cutoff: Ts) -> Result<u64, StorageError> {
         let mut n = 0;
-        for kv in self.db.scan_prefix([IDEM]) {
-            let (k, v) = kv?;
+        let (lo, hi) = prefix(IDEM);
+        for (k, v) in self.overlay.range(lo, hi, false, usize::MAX)? {
             let rec: IdemRecord = decode(&k, &v)?;
-            if rec.at < cutoff {
-                // Compare-and-swap so a key re-bound meanwhile is not deleted.
-                if self
-                    .db
-                    .compare_and_swap(&k, Some(v), None::<&[u8]>)?
-                    .is_ok()
-                {
-                    n += 1;
-                }
+            // Compared and deleted at once, so a key re-bound meanwhile is not deleted.
+            if rec.at < cutoff && self.overlay.delete_if(&k, &v)? {
+                n += 1;
             }
         }
         Ok(n)
     }
 
     fn accounts(&self) -> Result<Vec<String>, StorageError> {
-        let mut out = Vec::new();
-        for kv in self.db.scan_prefix([SNAPSHOT]) {
-            let (k, _) = kv?;
-            out.push(String::from_utf8_lossy(&k[1..]).into_owned());
-        }
-        Ok(out)
+        let (lo, hi) = prefix(SNAPSHOT);
+        Ok(self
+            .overlay
+            .range(lo, hi, false, usize::MAX)?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k[1..]).into_owned())
+            .collect())
     }
 
     fn remove_wakeup(&self, account: &str, at: Ts) -> Result<(), StorageError> {
-        self.db.remove(wakeup_key(at, account))?;
+        self.overlay.commit([(wakeup_key(at, account), None)]);
         Ok(())
     }
 
     fn due_accounts(&self, now: Ts, limit: usize) -> Result<Vec<(Ts, String)>, StorageError> {
         let end = wakeup_key(now.plus_millis(1), "");
         let mut out = Vec::new();
-        for kv in self.db.range(vec![WAKEUP]..end).take(limit) {
-            let (k, _) = kv?;
+        let found = self.overlay.range(
+            Bound::Included(vec![WAKEUP]),
+            Bound::Excluded(end),
+            false,
+            limit,
+        )?;
+        for (k, _) in found {
             let at =
                 Ts((u64::from_be_bytes(k[1..9].try_into().expect("8 bytes")) ^ (1 << 63)) as i64);
             out.push((at, String::from_utf8_lossy(&k[9..]).into_owned()));
@@ -379,16 +436,14 @@ impl Store for SledStore {
         if after.saturating_add(1) >= below {
             return Ok(Vec::new());
         }
-        let mut out = Vec::new();
-        for kv in self
-            .db
-            .range(feed_key(after.saturating_add(1))..feed_key(below))
-            .take(limit)
-        {
-            let (k, v) = kv?;
-            out.push(decode(&k, &v)?);
-        }
-        Ok(out)
+        self.decode_range(
+            (
+                Bound::Included(feed_key(after.saturating_add(1)).to_vec()),
+                Bound::Excluded(feed_key(below).to_vec()),
+            ),
+            false,
+            limit,
+        )
     }
 
     fn feed_next_id(&self) -> u64 {
@@ -401,24 +456,23 @@ impl Store for SledStore {
         let newest = self.feed_next.load(Ordering::Acquire).saturating_sub(1);
         let mut n = 0;
         loop {
-            let mut batch = Batch::default();
-            let mut in_batch = 0;
-            let mut done = true;
-            for kv in self.db.range(feed_key(0)..feed_key(newest)) {
-                let (k, v) = kv?;
-                let entry: FeedEntry = decode(&k, &v)?;
+            let oldest = self.overlay.range(
+                Bound::Included(feed_key(0).to_vec()),
+                Bound::Excluded(feed_key(newest).to_vec()),
+                false,
+                CHUNK,
+            )?;
+            let mut deletes = Vec::new();
+            for (k, v) in &oldest {
+                let entry: FeedEntry = decode(k, v)?;
                 if entry.id >= below && entry.at >= cutoff {
                     break;
                 }
-                batch.remove(k);
-                in_batch += 1;
-                if in_batch == CHUNK {
-                    done = false;
-                    break;
-                }
+                deletes.push((k.clone(), None));
             }
-            self.db.apply_batch(batch)?;
-            n += in_batch as u64;
+            let done = deletes.len() < CHUNK;
+            n += deletes.len() as u64;
+            self.overlay.commit(deletes);
             if done {
                 return Ok(n);
             }
@@ -430,7 +484,7 @@ impl Store for SledStore {
     }
 
     fn set_feed_cursor(&self, name: &str, id: u64) -> Result<(), StorageError> {
-        self.db.insert(cursor_key(name), encode(&id))?;
+        self.overlay.commit([(cursor_key(name), Some(encode(&id)))]);
         Ok(())
     }
 
@@ -439,15 +493,14 @@ impl Store for SledStore {
     }
 
     fn prune_history(&self, account: &str, from: u64, base: &Account) -> Result<(), StorageError> {
-        let mut batch = Batch::default();
-        batch.insert(base_key(account), encode(base));
-        for seq in from..=base.seq {
-            batch.remove(event_key(account, seq));
-        }
-        Ok(self.db.apply_batch(batch)?)
+        let mut writes = vec![(base_key(account), Some(encode(base)))];
+        writes.extend((from..=base.seq).map(|seq| (event_key(account, seq), None)));
+        self.overlay.commit(writes);
+        Ok(())
     }
 
     fn sync(&self) -> Result<(), StorageError> {
+        self.overlay.write_group()?;
         self.db.flush()?;
         self.data_file
             .sync_data()
