@@ -127,7 +127,7 @@ pub trait Store: Send + Sync + 'static {
     fn set_feed_cursor(&self, name: &str, id: u64) -> Result<(), StorageError>;
     /// The state at the retention prune point, where the log now begins, if pruned.
     fn base(&self, account: &str) -> Result<Option<Account>, StorageError>;
-    /// In one atomic batch: writes `base` (the state at its seq) and deletes the events
+    /// In one atomic commit: writes `base` (the state at its seq) and deletes the events
     /// `from..=base.seq`. Only the retention pruner calls it, and only below the latest
     /// snapshot, where the account's actor never writes.
     fn prune_history(&self, account: &str, from: u64, base: &Account) -> Result<(), StorageError>;

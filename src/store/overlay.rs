@@ -41,15 +41,31 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 
 pub const GROUP: u8 = b'L';
 
-/// The active layer is frozen (handed to the checkpointer) when it holds this many keys...
-const FREEZE_KEYS: usize = 200_000;
-/// ...or when its first write is this old.
-const FREEZE_AFTER: Duration = Duration::from_millis(1000);
-/// Frozen layers waiting for the checkpointer, at most; while they are all waiting, the
-/// active layer keeps growing up to `ACTIVE_KEYS_MAX`, and then `write_group` (so the
-/// journal, so every acknowledgement) waits for the checkpointer: back-pressure.
-const FROZEN_MAX: usize = 2;
-const ACTIVE_KEYS_MAX: usize = 2_000_000;
+/// When layers are frozen and how far the checkpointer may fall behind.
+#[derive(Clone, Copy, Debug)]
+pub struct Tuning {
+    /// The active layer is frozen (handed to the checkpointer) when it holds this many
+    /// keys...
+    pub freeze_keys: usize,
+    /// ...or when its first write is this old.
+    pub freeze_after: Duration,
+    /// Frozen layers waiting for the checkpointer, at most; while they are all waiting,
+    /// the active layer keeps growing up to `active_keys_max`, and then `write_group` (so
+    /// the journal, so every acknowledgement) waits for the checkpointer: back-pressure.
+    pub frozen_max: usize,
+    pub active_keys_max: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            freeze_keys: 200_000,
+            freeze_after: Duration::from_millis(1000),
+            frozen_max: 2,
+            active_keys_max: 2_000_000,
+        }
+    }
+}
 
 fn group_key(group: u64) -> [u8; 9] {
     let mut k = [GROUP; 9];
@@ -86,6 +102,7 @@ struct Groups {
 
 pub struct Overlay {
     db: Db,
+    tuning: Tuning,
     state: Mutex<State>,
     /// Wakes the checkpointer (a layer is ready, or stop) and a writer waiting for room.
     changed: Condvar,
@@ -165,7 +182,7 @@ fn decode_group(key: &[u8], bytes: &[u8]) -> Result<Vec<(Vec<u8>, Value)>, Stora
 impl Overlay {
     /// Replays the group records a previous run left (oldest first) onto their keys and
     /// deletes them; the caller flushes. Answers the overlay, ready to take writes.
-    pub fn recover(db: &Db) -> Result<(Arc<Overlay>, usize), StorageError> {
+    pub fn recover(db: &Db, tuning: Tuning) -> Result<(Arc<Overlay>, usize), StorageError> {
         let mut replayed = 0;
         let mut last = None;
         for kv in db.scan_prefix([GROUP]) {
@@ -188,6 +205,7 @@ impl Overlay {
         let next = last.map_or(0, |g| g + 1);
         let overlay = Arc::new(Overlay {
             db: db.clone(),
+            tuning,
             state: Mutex::new(State {
                 active: Map::new(),
                 active_since: None,
@@ -228,6 +246,9 @@ impl Overlay {
         if current.as_deref() != Some(expected) {
             return Ok(false);
         }
+        if s.active_since.is_none() {
+            s.active_since = Some(Instant::now());
+        }
         encode_op(&mut s.pending, key, &None);
         s.active.insert(key.to_vec(), None);
         Ok(true)
@@ -251,6 +272,9 @@ impl Overlay {
         rev: bool,
         limit: usize,
     ) -> Result<Vec<Entry>, StorageError> {
+        if is_empty_range(&lo, &hi) {
+            return Ok(Vec::new());
+        }
         let mut over = Map::new();
         {
             let s = lock(&self.state);
@@ -305,16 +329,18 @@ impl Overlay {
     /// nothing). The caller then flushes sled and fsyncs. Freezes the active layer when it
     /// is big or old enough, and waits when the checkpointer is too far behind.
     pub fn write_group(&self) -> Result<(), StorageError> {
+        let t = self.tuning;
         let mut g = lock(&self.groups);
         let (ops, froze) = {
             let mut s = lock(&self.state);
-            while s.frozen.len() >= FROZEN_MAX && s.active.len() >= ACTIVE_KEYS_MAX {
+            while s.frozen.len() >= t.frozen_max && s.active.len() >= t.active_keys_max {
                 s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
             }
             let ops = std::mem::take(&mut s.pending);
-            let due = s.active.len() >= FREEZE_KEYS
-                || s.active_since.is_some_and(|t| t.elapsed() >= FREEZE_AFTER);
-            let froze = due && s.frozen.len() < FROZEN_MAX;
+            let due = s.active.len() >= t.freeze_keys
+                || s.active_since
+                    .is_some_and(|at| at.elapsed() >= t.freeze_after);
+            let froze = due && s.frozen.len() < t.frozen_max;
             if froze {
                 let end = g.next + u64::from(!ops.is_empty());
                 let layer = Layer {
@@ -338,17 +364,33 @@ impl Overlay {
         Ok(())
     }
 
-    /// The checkpointer thread's loop: writes each ready layer's keys into sled, deletes
-    /// its group records, drops it. Returns after `stop`, once no layer is ready.
+    /// The checkpointer thread's loop: writes each ready layer (`checkpoint_ready`) as
+    /// it comes. Returns after `stop`, once no layer is ready.
     pub fn checkpoint_loop(&self) -> Result<(), StorageError> {
         loop {
-            let layer = {
+            {
                 let mut s = lock(&self.state);
                 while s.ready == 0 && !s.stop {
                     s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
                 }
                 if s.ready == 0 {
                     return Ok(());
+                }
+            }
+            self.checkpoint_ready()?;
+        }
+    }
+
+    /// Writes every layer ready now, oldest first: its keys into sled, then the deletion
+    /// of its group records, then it leaves the overlay. Answers how many. Only one
+    /// thread at a time may call it (the checkpointer, or a test that runs none).
+    pub fn checkpoint_ready(&self) -> Result<usize, StorageError> {
+        let mut n = 0;
+        loop {
+            let layer = {
+                let s = lock(&self.state);
+                if s.ready == 0 {
+                    return Ok(n);
                 }
                 s.frozen.front().expect("a ready layer").clone()
             };
@@ -375,6 +417,7 @@ impl Overlay {
                 .record(started.elapsed().as_secs_f64());
             metrics::counter!(crate::metrics::CHECKPOINT_KEYS_TOTAL)
                 .increment(layer.map.len() as u64);
+            n += 1;
         }
     }
 
@@ -382,6 +425,18 @@ impl Overlay {
     pub fn stop(&self) {
         lock(&self.state).stop = true;
         self.changed.notify_all();
+    }
+}
+
+/// Whether no key lies between `lo` and `hi` (`BTreeMap::range` panics on some of them).
+fn is_empty_range(lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> bool {
+    use Bound::*;
+    match (lo, hi) {
+        (Unbounded, _) | (_, Unbounded) => false,
+        (Included(a), Included(b)) => a > b,
+        (Included(a), Excluded(b)) | (Excluded(a), Included(b)) | (Excluded(a), Excluded(b)) => {
+            a >= b
+        }
     }
 }
 

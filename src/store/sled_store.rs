@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use sled::{Batch, Db};
 
 use super::codec::{decode, display_key, encode};
-use super::overlay::{Overlay, Value};
+use super::overlay::{Overlay, Tuning, Value};
 use super::totals::{self, BookTotals};
 use super::{Append, FeedEntry, IdemRecord, StorageError, Store};
 use crate::domain::{Account, Event, Ts};
@@ -129,7 +129,7 @@ impl SledStore {
         // First of all: the group records a previous run left hold writes that may not be
         // in their keys yet, and everything below reads those keys.
         let started = std::time::Instant::now();
-        let (overlay, replayed) = Overlay::recover(&db)?;
+        let (overlay, replayed) = Overlay::recover(&db, Tuning::default())?;
         if replayed > 0 {
             db.flush()?;
             data_file
