@@ -134,7 +134,7 @@ pub async fn run(
     tracing::info!("draining: snapshotting active accounts");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     registry.shutdown().await;
-    if let Err(e) = store.sync() {
+    if let Err(e) = store.close() {
         crate::fail_stop(&format!("final sync: {e}"));
     }
     tracing::info!("stopped cleanly; everything acknowledged is durable");

@@ -177,3 +177,38 @@ fn every_acknowledged_debit_survives_sigkill_exactly_once() {
         acked.len()
     );
 }
+
+/// A graceful stop closes the store: the checkpointer writes every layer and the group
+/// records are gone, so the next start replays nothing. After a SIGKILL the books are the
+/// same whether or not records were left to replay.
+#[test]
+fn a_graceful_stop_leaves_nothing_to_replay() {
+    const REPLAYED: &str = "replayed the write-ahead group records";
+    let mut d = Daemon::start("");
+    d.create("a", "agency");
+    for i in 0..30 {
+        assert_eq!(
+            d.debit("a", "caption_generation", 1, &format!("k{i}")).0,
+            200
+        );
+    }
+    d.restart();
+    assert!(!d.log_text().contains(REPLAYED), "{}", d.log_text());
+    assert_eq!(d.account("a")["available"], 550 - 30);
+    let (_, v) = d.debit("a", "caption_generation", 1, "k7");
+    assert_eq!(v["duplicate"], true, "{v}");
+    for i in 30..60 {
+        assert_eq!(
+            d.debit("a", "caption_generation", 1, &format!("k{i}")).0,
+            200
+        );
+    }
+    d.kill9();
+    d.start_again();
+    assert_eq!(d.account("a")["available"], 550 - 60);
+    let (_, v) = d.debit("a", "caption_generation", 1, "k59");
+    assert_eq!(v["duplicate"], true, "{v}");
+    assert!(d.terminate().success());
+    let (ok, report) = d.audit();
+    assert!(ok, "{report}");
+}

@@ -134,4 +134,9 @@ pub trait Store: Send + Sync + 'static {
     /// Makes every write made before the call durable: sled's flush, then an fsync of its
     /// data file, because sled 0.34's flush is `sync_file_range`, not a full fsync.
     fn sync(&self) -> Result<(), StorageError>;
+    /// At a clean shutdown: `sync`, and leave the disk so that the next open has nothing
+    /// to recover. Writes after it are not guaranteed to become durable.
+    fn close(&self) -> Result<(), StorageError> {
+        self.sync()
+    }
 }

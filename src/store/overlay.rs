@@ -329,18 +329,34 @@ impl Overlay {
     /// nothing). The caller then flushes sled and fsyncs. Freezes the active layer when it
     /// is big or old enough, and waits when the checkpointer is too far behind.
     pub fn write_group(&self) -> Result<(), StorageError> {
+        self.write_group_then(false)
+    }
+
+    /// At a clean shutdown, with the checkpointer still running: writes the last group,
+    /// freezes whatever is active, and asks the checkpointer to write every layer and
+    /// stop, so that the next open has nothing to replay.
+    pub fn close(&self) -> Result<(), StorageError> {
+        self.write_group_then(true)?;
+        self.stop();
+        Ok(())
+    }
+
+    /// `write_group`; with `freeze`, the active layer is frozen whatever its size or age
+    /// (waiting for room among the frozen layers).
+    fn write_group_then(&self, freeze: bool) -> Result<(), StorageError> {
         let t = self.tuning;
         let mut g = lock(&self.groups);
         let (ops, froze) = {
             let mut s = lock(&self.state);
-            while s.frozen.len() >= t.frozen_max && s.active.len() >= t.active_keys_max {
+            while s.frozen.len() >= t.frozen_max && (freeze || s.active.len() >= t.active_keys_max)
+            {
                 s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
             }
             let ops = std::mem::take(&mut s.pending);
             let due = s.active.len() >= t.freeze_keys
                 || s.active_since
                     .is_some_and(|at| at.elapsed() >= t.freeze_after);
-            let froze = due && s.frozen.len() < t.frozen_max;
+            let froze = (due || freeze) && s.frozen.len() < t.frozen_max;
             if froze {
                 let end = g.next + u64::from(!ops.is_empty());
                 let layer = Layer {

@@ -29,7 +29,8 @@ pub struct SledStore {
     db: Db,
     /// Every write goes through it; every read looks at it first.
     overlay: Arc<Overlay>,
-    checkpointer: Option<std::thread::JoinHandle<()>>,
+    /// Taken by `close` (or drop), which waits for it.
+    checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// sled's data file, fsynced after each flush (see `Store::sync`).
     data_file: File,
     /// Feed ids are handed out and written under this lock so that ids become visible in
@@ -109,7 +110,7 @@ impl SledStore {
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<SledStore, StorageError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StorageError::Io(format!("creating {}: {e}", dir.display())))?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
             // Our journal decides when to flush (every group in sync mode, every interval in
@@ -118,8 +119,22 @@ impl SledStore {
             .flush_every_ms(None)
             // LowSpace (the default) rewrites live pages out of fragmented segments eagerly;
             // under a stream of small random updates that was most of the bytes written.
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+            .mode(sled::Mode::HighThroughput);
+        // sled 0.34's I/O threads can hold a dropped database's file lock for a moment
+        // (spacejam/sled#1234): a reopen in the same process waits for it, up to 5 s.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let db = loop {
+            match config.open() {
+                // sled reports it as `ErrorKind::Other`, recognisable by its message only.
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other?,
+            }
+        };
         let data_path = dir.join("db");
         let data_file = std::fs::OpenOptions::new()
             .read(true)
@@ -166,7 +181,7 @@ impl SledStore {
         Ok(SledStore {
             db,
             overlay,
-            checkpointer: Some(checkpointer),
+            checkpointer: Mutex::new(Some(checkpointer)),
             data_file,
             feed_lock: Mutex::new(()),
             feed_next: AtomicU64::new(feed_next),
@@ -200,12 +215,10 @@ impl SledStore {
 }
 
 impl Drop for SledStore {
-    /// The checkpointer writes the layers already handed to it, then stops. Whatever it
-    /// leaves is in group records, which the next open replays.
+    /// Closes the store if nobody did (see `Store::close`).
     fn drop(&mut self) {
-        self.overlay.stop();
-        if let Some(t) = self.checkpointer.take() {
-            let _ = t.join();
+        if let Err(e) = self.close() {
+            tracing::warn!(error = %e, "closing the store; its group records will be replayed at the next open");
         }
     }
 }
@@ -501,6 +514,32 @@ impl Store for SledStore {
 
     fn sync(&self) -> Result<(), StorageError> {
         self.overlay.write_group()?;
+        self.sync_files()
+    }
+
+    /// The checkpointer writes every layer, the last one included, then stops, and sled
+    /// is flushed and fsynced, so the next open replays nothing. Should any of it fail,
+    /// the group records are still there and the next open replays them. A second call
+    /// (drop after close) only syncs.
+    fn close(&self) -> Result<(), StorageError> {
+        let Some(checkpointer) = self
+            .checkpointer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return self.sync();
+        };
+        let closed = self.overlay.close();
+        let _ = checkpointer.join();
+        closed?;
+        self.sync_files()
+    }
+}
+
+impl SledStore {
+    /// sled's flush, then an fsync of its data file.
+    fn sync_files(&self) -> Result<(), StorageError> {
         self.db.flush()?;
         self.data_file
             .sync_data()
