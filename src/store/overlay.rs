@@ -4,9 +4,10 @@
 //! Every write the store makes (a put or a delete of an event, idempotency record,
 //! snapshot, feed entry, totals shard...) goes into the overlay's active layer, where reads
 //! see it at once, and into the pending group. `write_group` (called by `Store::sync`,
-//! before sled's flush and the fsync) writes the pending group as ONE sled record,
-//! `L‖group`: a single insert, atomic on its own, appended at the end of the key space.
-//! That record is what makes a mutation durable.
+//! before sled's flush and the fsync) writes the pending group as one sled record
+//! `L‖n` (a single insert, atomic on its own, appended at the end of the key space), or a
+//! few when the group is bigger than `RECORD_BYTES_MAX`, cut between commits. That record
+//! is what makes a mutation durable; a commit is never split across records.
 //!
 //! Every so often `write_group` also freezes the active layer. The checkpointer thread
 //! then writes each frozen layer's keys into sled with plain inserts and removes, deletes
@@ -67,6 +68,32 @@ impl Default for Tuning {
     }
 }
 
+/// A group's writes go into sled records of about this size at most, cut between commits
+/// (a commit bigger than this is one record of its own). sled 0.34 writes anything over a
+/// quarter of its 512 KiB segment — a value, or a whole leaf of up to 17 keys — to a blob
+/// file of its own, and a 50 ms group of `periodic` mode (~500 KB) did exactly that, at
+/// ~3k debits/s; 17 records of 6 KB stay well below.
+const RECORD_BYTES_MAX: usize = 6 * 1024;
+
+/// The byte ranges of the records a group's encoded writes are cut into, given where each
+/// commit ends (ascending).
+fn split_records(cuts: &[usize]) -> Vec<std::ops::Range<usize>> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut last_cut = 0;
+    for &cut in cuts {
+        if cut - start > RECORD_BYTES_MAX && last_cut > start {
+            parts.push(start..last_cut);
+            start = last_cut;
+        }
+        last_cut = cut;
+    }
+    if last_cut > start {
+        parts.push(start..last_cut);
+    }
+    parts
+}
+
 fn group_key(group: u64) -> [u8; 9] {
     let mut k = [GROUP; 9];
     k[1..].copy_from_slice(&group.to_be_bytes());
@@ -88,8 +115,10 @@ struct State {
     /// How many of the front of `frozen` have their group records written, so may be
     /// checkpointed.
     ready: usize,
-    /// The writes since the last group record, encoded (see `encode_op`).
+    /// The writes since the last group record, encoded (see `encode_op`)...
     pending: Vec<u8>,
+    /// ...and where each commit in it ends: records are cut only there.
+    cuts: Vec<usize>,
     stop: bool,
 }
 
@@ -212,6 +241,7 @@ impl Overlay {
                 frozen: VecDeque::new(),
                 ready: 0,
                 pending: Vec::new(),
+                cuts: Vec::new(),
                 stop: false,
             }),
             changed: Condvar::new(),
@@ -234,6 +264,8 @@ impl Overlay {
             encode_op(&mut s.pending, &key, &value);
             s.active.insert(key, value);
         }
+        let end = s.pending.len();
+        s.cuts.push(end);
     }
 
     /// Deletes `key` if its value is still `expected` (checked and recorded at once).
@@ -251,6 +283,8 @@ impl Overlay {
         }
         encode_op(&mut s.pending, key, &None);
         s.active.insert(key.to_vec(), None);
+        let end = s.pending.len();
+        s.cuts.push(end);
         Ok(true)
     }
 
@@ -346,19 +380,20 @@ impl Overlay {
     fn write_group_then(&self, freeze: bool) -> Result<(), StorageError> {
         let t = self.tuning;
         let mut g = lock(&self.groups);
-        let (ops, froze) = {
+        let (ops, parts, froze) = {
             let mut s = lock(&self.state);
             while s.frozen.len() >= t.frozen_max && (freeze || s.active.len() >= t.active_keys_max)
             {
                 s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
             }
             let ops = std::mem::take(&mut s.pending);
+            let parts = split_records(&std::mem::take(&mut s.cuts));
             let due = s.active.len() >= t.freeze_keys
                 || s.active_since
                     .is_some_and(|at| at.elapsed() >= t.freeze_after);
             let froze = (due || freeze) && s.frozen.len() < t.frozen_max;
             if froze {
-                let end = g.next + u64::from(!ops.is_empty());
+                let end = g.next + parts.len() as u64;
                 let layer = Layer {
                     map: std::mem::take(&mut s.active),
                     groups: g.unfrozen..end,
@@ -367,10 +402,10 @@ impl Overlay {
                 s.frozen.push_back(Arc::new(layer));
                 g.unfrozen = end;
             }
-            (ops, froze)
+            (ops, parts, froze)
         };
-        if !ops.is_empty() {
-            self.db.insert(group_key(g.next), frame(&ops))?;
+        for part in parts {
+            self.db.insert(group_key(g.next), frame(&ops[part]))?;
             g.next += 1;
         }
         if froze {
@@ -468,6 +503,32 @@ fn layered(s: &State, key: &[u8]) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn groups_are_cut_between_commits_into_small_records() {
+        let max = RECORD_BYTES_MAX;
+        assert_eq!(split_records(&[]), Vec::<std::ops::Range<usize>>::new());
+        assert_eq!(split_records(&[10, 10, 20]), vec![0..20]);
+        assert_eq!(split_records(&[max]), vec![0..max]);
+        assert_eq!(split_records(&[max, max + 1]), vec![0..max, max..max + 1]);
+        // A commit bigger than the limit is a record of its own, whole.
+        assert_eq!(
+            split_records(&[100, 100 + 3 * max, 101 + 3 * max]),
+            vec![0..100, 100..100 + 3 * max, 100 + 3 * max..101 + 3 * max]
+        );
+        // Records are as full as the cuts allow, and never over the limit unless one
+        // commit is.
+        let cuts: Vec<usize> = (1..=1000).map(|i| i * 700).collect();
+        let parts = split_records(&cuts);
+        assert_eq!(parts.first().unwrap().start, 0);
+        assert_eq!(parts.last().unwrap().end, 700_000);
+        for w in parts.windows(2) {
+            assert_eq!(w[0].end, w[1].start);
+        }
+        for p in &parts {
+            assert!(p.len() <= max && p.len() + 700 > max, "{p:?}");
+        }
+    }
 
     #[test]
     fn group_records_round_trip_and_refuse_damage() {
