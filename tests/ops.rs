@@ -593,3 +593,35 @@ fn logs_are_json_lines_when_configured() {
         "{log}"
     );
 }
+
+/// The checkpointer runs in the live daemon: writes older than a second are written into
+/// their own keys in the background (the metrics move), while reads keep answering the
+/// same books before, during and after.
+#[test]
+fn the_checkpointer_writes_layers_in_the_background() {
+    let d = Daemon::start("");
+    d.create("cp", "agency");
+    assert_eq!(d.debit("cp", "caption_generation", 1, "c1").0, 200);
+    assert_eq!(
+        Scrape::of(&d).get("creditsd_checkpoint_keys_total", &[]),
+        0.0
+    );
+    // The active layer freezes at the first group commit once it is a second old.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(d.debit("cp", "caption_generation", 1, "c2").0, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let keys = loop {
+        let keys = Scrape::of(&d).get("creditsd_checkpoint_keys_total", &[]);
+        if keys > 0.0 || Instant::now() > deadline {
+            break keys;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The creation's event, snapshot, idempotency record, totals and wake-up index, and the
+    // two debits' events and idempotency records, at least.
+    assert!(keys >= 5.0, "checkpointed {keys} keys");
+    assert!(Scrape::of(&d).has("creditsd_checkpoint_duration_seconds_count"));
+    assert_eq!(d.account("cp")["available"], 550 - 2);
+    let (_, v) = d.debit("cp", "caption_generation", 1, "c1");
+    assert_eq!(v["duplicate"], true, "{v}");
+}

@@ -6,7 +6,7 @@
 //! idempotency record, `F‖id` feed entry, `W‖instant‖account` wake-up index,
 //! `C‖name` a feed consumer's cursor (a webhook's last delivered feed id),
 //! `B‖account` base snapshot: the state at the retention prune point, where the log
-//! now begins (`history.rs`), `T‖shard` book totals (`totals.rs`), and `L‖group` the
+//! now begins (`history.rs`), `T‖shard` book totals (`totals.rs`), and `L‖n` the
 //! write-ahead group records (`overlay.rs`): every write reaches its own key above through
 //! the overlay, and is durable once its group record is.
 
