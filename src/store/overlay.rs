@@ -306,8 +306,29 @@ impl Overlay {
         rev: bool,
         limit: usize,
     ) -> Result<Vec<Entry>, StorageError> {
+        let mut out = Vec::new();
+        if limit > 0 {
+            self.scan(lo, hi, rev, |k, v| {
+                out.push((k, v));
+                Ok(out.len() < limit)
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// Calls `visit` on each live key in `lo..hi` (ascending, or descending with `rev`),
+    /// the overlay's writes merged over sled's, until it answers false. sled is read as
+    /// the scan goes, so a scan over millions of keys holds only the overlay's share in
+    /// memory. `visit` may write (the overlay's lock is not held while it runs).
+    pub fn scan(
+        &self,
+        lo: Bound<Vec<u8>>,
+        hi: Bound<Vec<u8>>,
+        rev: bool,
+        mut visit: impl FnMut(Vec<u8>, Vec<u8>) -> Result<bool, StorageError>,
+    ) -> Result<(), StorageError> {
         if is_empty_range(&lo, &hi) {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let mut over = Map::new();
         {
@@ -326,12 +347,11 @@ impl Overlay {
                 (Box::new(sled_iter), Box::new(over.into_iter()))
             };
         let before = |a: &[u8], b: &[u8]| if rev { a > b } else { a < b };
-        let mut out = Vec::new();
         let mut s_next = sled_iter.next().transpose()?;
         let mut o_next = over.next();
-        while out.len() < limit {
+        loop {
             let take_overlay = match (&s_next, &o_next) {
-                (None, None) => break,
+                (None, None) => return Ok(()),
                 (Some(_), None) => false,
                 (None, Some(_)) => true,
                 (Some((sk, _)), Some((ok, _))) => {
@@ -344,19 +364,22 @@ impl Overlay {
                     }
                 }
             };
-            if take_overlay {
+            let more = if take_overlay {
                 let (k, v) = o_next.take().expect("checked");
-                if let Some(v) = v {
-                    out.push((k, v));
-                }
                 o_next = over.next();
+                match v {
+                    Some(v) => visit(k, v)?,
+                    None => true,
+                }
             } else {
                 let (k, v) = s_next.take().expect("checked");
-                out.push((k.to_vec(), v.to_vec()));
                 s_next = sled_iter.next().transpose()?;
+                visit(k.to_vec(), v.to_vec())?
+            };
+            if !more {
+                return Ok(());
             }
         }
-        Ok(out)
     }
 
     /// Writes everything committed so far as one group record (nothing if there is

@@ -398,24 +398,25 @@ impl Store for SledStore {
     fn prune_idempotency(&self, cutoff: Ts) -> Result<u64, StorageError> {
         let mut n = 0;
         let (lo, hi) = prefix(IDEM);
-        for (k, v) in self.overlay.range(lo, hi, false, usize::MAX)? {
+        self.overlay.scan(lo, hi, false, |k, v| {
             let rec: IdemRecord = decode(&k, &v)?;
             // Compared and deleted at once, so a key re-bound meanwhile is not deleted.
             if rec.at < cutoff && self.overlay.delete_if(&k, &v)? {
                 n += 1;
             }
-        }
+            Ok(true)
+        })?;
         Ok(n)
     }
 
     fn accounts(&self) -> Result<Vec<String>, StorageError> {
         let (lo, hi) = prefix(SNAPSHOT);
-        Ok(self
-            .overlay
-            .range(lo, hi, false, usize::MAX)?
-            .into_iter()
-            .map(|(k, _)| String::from_utf8_lossy(&k[1..]).into_owned())
-            .collect())
+        let mut out = Vec::new();
+        self.overlay.scan(lo, hi, false, |k, _| {
+            out.push(String::from_utf8_lossy(&k[1..]).into_owned());
+            Ok(true)
+        })?;
+        Ok(out)
     }
 
     fn remove_wakeup(&self, account: &str, at: Ts) -> Result<(), StorageError> {
@@ -610,5 +611,56 @@ mod tests {
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(store.totals(), expected);
         assert!(store.db.scan_prefix([TOTALS]).next().is_some());
+    }
+
+    /// Expired idempotency records go, wherever they are (already in sled from a previous
+    /// run, or still in the overlay), the others stay; a key re-bound since is kept.
+    #[test]
+    fn prune_idempotency_scans_sled_and_the_overlay() {
+        let dir = tempfile::tempdir().unwrap();
+        let bind = |store: &SledStore, key: &str, at: i64| {
+            let rec = IdemRecord {
+                fingerprint: [0; 16],
+                seq: 1,
+                at: Ts(at),
+            };
+            store
+                .append(
+                    "acct",
+                    Append {
+                        idempotency: vec![(key, rec)],
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+        };
+        {
+            let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+            for i in 0..500 {
+                bind(
+                    &store,
+                    &format!("disk-{i}"),
+                    if i % 2 == 0 { 10 } else { 1000 },
+                );
+            }
+        } // closed: everything is in its own key now
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.db.scan_prefix([IDEM]).count(), 500);
+        for i in 0..50 {
+            bind(
+                &store,
+                &format!("mem-{i}"),
+                if i % 2 == 0 { 20 } else { 2000 },
+            );
+        }
+        bind(&store, "disk-0", 3000); // re-bound: now fresh
+        assert_eq!(store.prune_idempotency(Ts(500)).unwrap(), 250 - 1 + 25);
+        let live = |key: &str| store.idempotency("acct", key).unwrap().is_some();
+        assert!(live("disk-0") && !live("disk-2") && live("disk-3"));
+        assert!(!live("mem-0") && live("mem-1"));
+        assert_eq!(store.prune_idempotency(Ts(500)).unwrap(), 0);
+        drop(store);
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.db.scan_prefix([IDEM]).count(), 500 + 50 - 274);
     }
 }
