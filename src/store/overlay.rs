@@ -496,7 +496,7 @@ impl Overlay {
     }
 
     /// Asks the checkpointer to return once the layers already ready are written.
-    pub fn stop(&self) {
+    fn stop(&self) {
         lock(&self.state).stop = true;
         self.changed.notify_all();
     }

@@ -145,17 +145,6 @@ impl SledStore {
         // in their keys yet, and everything below reads those keys.
         let started = std::time::Instant::now();
         let (overlay, replayed) = Overlay::recover(&db, Tuning::default())?;
-        if replayed > 0 {
-            db.flush()?;
-            data_file
-                .sync_data()
-                .map_err(|e| StorageError::Io(format!("fsync of sled data file: {e}")))?;
-            tracing::info!(
-                groups = replayed,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "replayed the write-ahead group records left by the previous run"
-            );
-        }
         let feed_next = match db.scan_prefix([FEED]).next_back() {
             Some(kv) => {
                 let (k, _) = kv?;
@@ -178,7 +167,7 @@ impl SledStore {
                 })
                 .map_err(|e| StorageError::Io(format!("spawning the checkpointer: {e}")))?
         };
-        Ok(SledStore {
+        let store = SledStore {
             db,
             overlay,
             checkpointer: Mutex::new(Some(checkpointer)),
@@ -186,7 +175,16 @@ impl SledStore {
             feed_lock: Mutex::new(()),
             feed_next: AtomicU64::new(feed_next),
             totals: totals.into_iter().map(Mutex::new).collect(),
-        })
+        };
+        if replayed > 0 {
+            store.sync_files()?;
+            tracing::info!(
+                groups = replayed,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "replayed the write-ahead group records left by the previous run"
+            );
+        }
+        Ok(store)
     }
 
     fn get_decoded<T: serde::de::DeserializeOwned>(
