@@ -553,6 +553,53 @@ mod tests {
         }
     }
 
+    /// When the checkpointer is `frozen_max` layers behind and the active layer is full,
+    /// a group commit waits for it (back-pressure), and goes on once a layer is written.
+    #[test]
+    fn group_commits_wait_for_a_checkpointer_that_falls_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let tuning = Tuning {
+            freeze_keys: 2,
+            freeze_after: Duration::from_secs(3600),
+            frozen_max: 1,
+            active_keys_max: 5,
+        };
+        let (overlay, _) = Overlay::recover(&db, tuning).unwrap();
+        let put = |k: u8| overlay.commit([(vec![b'E', k], Some(vec![k]))]);
+        put(1);
+        put(2);
+        overlay.write_group().unwrap(); // freezes keys 1-2: the one frozen layer allowed
+        for k in 3..7 {
+            put(k);
+        }
+        overlay.write_group().unwrap(); // no room to freeze: keys 3-6 stay active
+        put(7);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let written = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                overlay.write_group().unwrap();
+                done_tx.send(()).unwrap();
+            });
+            assert!(
+                done_rx.recv_timeout(Duration::from_millis(200)).is_err(),
+                "the group commit went on with the checkpointer behind"
+            );
+            // This writes the first layer, and the second too if the waiting commit
+            // froze it in time.
+            let written = overlay.checkpoint_ready().unwrap();
+            done_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            written
+        });
+        // It froze keys 3-7 once there was room; every key still reads back.
+        assert_eq!(written + overlay.checkpoint_ready().unwrap(), 2);
+        for k in 1..=7 {
+            assert_eq!(overlay.get(&[b'E', k]).unwrap(), Some(vec![k]));
+            assert_eq!(db.get([b'E', k]).unwrap().as_deref(), Some(&[k][..]));
+        }
+        assert_eq!(db.scan_prefix([GROUP]).count(), 0);
+    }
+
     #[test]
     fn group_records_round_trip_and_refuse_damage() {
         let mut ops = Vec::new();
