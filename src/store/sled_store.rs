@@ -33,6 +33,9 @@ pub struct SledStore {
     checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// sled's data file, fsynced after each flush (see `Store::sync`).
     data_file: File,
+    /// sled's blob directory and the blob files in it already fsynced (`sync_blobs`).
+    blobs_dir: std::path::PathBuf,
+    blobs_synced: Mutex<std::collections::HashSet<std::ffi::OsString>>,
     /// Feed ids are handed out and written under this lock so that ids become visible in
     /// order; only the rare mutations that notify take it, never a plain debit.
     feed_lock: Mutex<()>,
@@ -172,6 +175,8 @@ impl SledStore {
             overlay,
             checkpointer: Mutex::new(Some(checkpointer)),
             data_file,
+            blobs_dir: dir.join("blobs"),
+            blobs_synced: Mutex::default(),
             feed_lock: Mutex::new(()),
             feed_next: AtomicU64::new(feed_next),
             totals: totals.into_iter().map(Mutex::new).collect(),
@@ -540,9 +545,55 @@ impl SledStore {
     /// sled's flush, then an fsync of its data file.
     fn sync_files(&self) -> Result<(), StorageError> {
         self.db.flush()?;
+        self.sync_blobs()?;
         self.data_file
             .sync_data()
             .map_err(|e| StorageError::Io(format!("fsync of sled data file: {e}")))
+    }
+
+    /// sled 0.34 writes any log item over a quarter segment (128 KiB) to a file of its own
+    /// under `blobs/`, and never fsyncs it: the `db` file's fsync would then make durable
+    /// a pointer to a blob the power could still take. After each flush (which writes
+    /// every blob it points to), each blob file not synced yet is, then the directory.
+    /// Group records are cut small so blobs are rare (a history prune of thousands of
+    /// events, a huge snapshot); when there are none this is one empty directory read.
+    fn sync_blobs(&self) -> Result<(), StorageError> {
+        let io = |what: &str, e: std::io::Error| StorageError::Io(format!("{what}: {e}"));
+        let entries = match std::fs::read_dir(&self.blobs_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io("reading sled's blob directory", e)),
+        };
+        let mut synced = self.blobs_synced.lock().unwrap_or_else(|p| p.into_inner());
+        let mut present = std::collections::HashSet::new();
+        let mut new = false;
+        for entry in entries {
+            let entry = entry.map_err(|e| io("reading sled's blob directory", e))?;
+            let name = entry.file_name();
+            if !synced.contains(&name) {
+                match File::open(entry.path()) {
+                    Ok(f) => f.sync_all().map_err(|e| io("fsync of a sled blob", e))?,
+                    // sled removed it meanwhile (blob GC): nothing to make durable.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io("opening a sled blob", e)),
+                }
+                new = true;
+            }
+            present.insert(name);
+        }
+        if new {
+            File::open(&self.blobs_dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io("fsync of sled's blob directory", e))?;
+        }
+        *synced = present;
+        Ok(())
+    }
+
+    /// How many blob files the last sync saw (for tests).
+    #[cfg(test)]
+    fn blobs_seen(&self) -> usize {
+        self.blobs_synced.lock().unwrap().len()
     }
 }
 
@@ -660,5 +711,28 @@ mod tests {
         drop(store);
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(store.db.scan_prefix([IDEM]).count(), 500 + 50 - 274);
+    }
+
+    /// A write too big for sled's log (over 128 KiB) becomes a blob file, which sled does
+    /// not fsync; `sync` does, and it survives a reopen.
+    #[test]
+    fn blob_files_are_synced_with_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = vec![7u8; 300 * 1024];
+        {
+            let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+            store
+                .overlay
+                .commit([(cursor_key("big"), Some(big.clone()))]);
+            store.sync().unwrap();
+            assert!(store.blobs_seen() >= 1, "sled wrote no blob file");
+            assert_eq!(
+                store.blobs_seen(),
+                std::fs::read_dir(dir.path().join("blobs")).unwrap().count()
+            );
+            store.sync().unwrap(); // nothing new: nothing to do
+        }
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.overlay.get(&cursor_key("big")).unwrap(), Some(big));
     }
 }

@@ -105,16 +105,20 @@ impl Daemon {
         let log = self.log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("listening on http://") {
-                    let addr = line[i + "listening on http://".len()..]
+                let addr = line.find("listening on http://").map(|i| {
+                    line[i + "listening on http://".len()..]
                         // Human lines end the address with a space, JSON lines with a quote.
                         .split(|c: char| c.is_whitespace() || c == '"')
                         .next()
                         .unwrap_or("")
-                        .to_string();
+                        .to_string()
+                });
+                // Logged before the address is handed over: a test that starts reading
+                // the log once the daemon is up finds the line there.
+                log.lock().unwrap().push(line);
+                if let Some(addr) = addr {
                     let _ = tx.send(addr);
                 }
-                log.lock().unwrap().push(line);
             }
         });
         self.addr = rx
