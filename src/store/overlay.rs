@@ -122,6 +122,20 @@ struct State {
     stop: bool,
 }
 
+impl State {
+    /// One commit: into the active layer and the pending group, ending at a cut.
+    fn record(&mut self, writes: impl IntoIterator<Item = (Vec<u8>, Value)>) {
+        if self.active_since.is_none() {
+            self.active_since = Some(Instant::now());
+        }
+        for (key, value) in writes {
+            encode_op(&mut self.pending, &key, &value);
+            self.active.insert(key, value);
+        }
+        self.cuts.push(self.pending.len());
+    }
+}
+
 struct Groups {
     /// The next group record's number.
     next: u64,
@@ -256,16 +270,7 @@ impl Overlay {
     /// Records writes, visible to reads at once and durable after the next `write_group`
     /// and flush. The writes of one call land in one group record: all or none.
     pub fn commit(&self, writes: impl IntoIterator<Item = (Vec<u8>, Value)>) {
-        let mut s = lock(&self.state);
-        if s.active_since.is_none() {
-            s.active_since = Some(Instant::now());
-        }
-        for (key, value) in writes {
-            encode_op(&mut s.pending, &key, &value);
-            s.active.insert(key, value);
-        }
-        let end = s.pending.len();
-        s.cuts.push(end);
+        lock(&self.state).record(writes);
     }
 
     /// Deletes `key` if its value is still `expected` (checked and recorded at once).
@@ -278,13 +283,7 @@ impl Overlay {
         if current.as_deref() != Some(expected) {
             return Ok(false);
         }
-        if s.active_since.is_none() {
-            s.active_since = Some(Instant::now());
-        }
-        encode_op(&mut s.pending, key, &None);
-        s.active.insert(key.to_vec(), None);
-        let end = s.pending.len();
-        s.cuts.push(end);
+        s.record([(key.to_vec(), None)]);
         Ok(true)
     }
 
