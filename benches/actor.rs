@@ -36,7 +36,7 @@ fn setup(
         store,
         journal,
         pricing: Pricing::standard(),
-        clock: Arc::new(SystemClock),
+        clock: Arc::new(SystemClock::real()),
         snapshot_every: 1000,
         idempotency_ttl_ms: 7 * 86_400_000,
         mailbox_max: 4096,

@@ -92,6 +92,23 @@ pub struct Limits {
     pub holds_open_max: usize,
 }
 
+impl Limits {
+    /// The JSON of one batch item with every field at its limit and no escapes: the
+    /// longest id, operation name, quantity and key, and `metadata_keys_max` members
+    /// whose names and values fill `metadata_bytes_max` (each member adds `"":"",`).
+    pub fn batch_item_bytes_max(&self, operation_name_max: usize) -> usize {
+        let fixed =
+            r#"{"account":"","operation":"","quantity":,"idempotency_key":"","metadata":{}},"#;
+        fixed.len()
+            + self.account_id_bytes_max
+            + operation_name_max
+            + self.quantity_max.to_string().len()
+            + self.idempotency_key_bytes_max
+            + self.metadata_bytes_max
+            + self.metadata_keys_max * r#""":"","#.len()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CreditsConfig {
@@ -212,7 +229,9 @@ impl Default for Limits {
             idempotency_key_bytes_max: 128,
             quantity_max: 10_000,
             body_bytes_max: 64 * 1024,
-            batch_body_bytes_max: 1024 * 1024,
+            // 1000 items at every limit are ~1.5 MB (`Limits::batch_item_bytes_max`); 4 MiB
+            // leaves room for their strings written with escapes.
+            batch_body_bytes_max: 4 * 1024 * 1024,
             batch_items_max: 1000,
             metadata_keys_max: 16,
             metadata_bytes_max: 1024,
@@ -330,6 +349,17 @@ impl Config {
             if v == 0 {
                 return bad(key, "must be greater than 0");
             }
+        }
+        let op_name_max = self.operations.keys().map(String::len).max().unwrap_or(0);
+        let batch_needs =
+            self.limits.batch_items_max * self.limits.batch_item_bytes_max(op_name_max) + 16;
+        if self.limits.batch_body_bytes_max < batch_needs {
+            return bad(
+                "limits.batch_body_bytes_max",
+                &format!(
+                    "must fit limits.batch_items_max items at every limit: at least {batch_needs} bytes"
+                ),
+            );
         }
         match crate::history::Retention::parse(&self.history.retention) {
             Err(why) => return bad("history.retention", &why),

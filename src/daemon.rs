@@ -40,16 +40,49 @@ pub fn open_store(config: &Config) -> Result<Arc<SledStore>, StorageError> {
     SledStore::open(&config.storage.path, config.storage.cache_bytes).map(Arc::new)
 }
 
+/// Why the daemon could not start: a message, and the exit code that tells it apart.
+#[derive(Debug)]
+pub struct StartError {
+    pub message: String,
+    /// 2: bad configuration (or any other refusal to start); 75: the data directory is
+    /// in use by another process (`EX_TEMPFAIL`: it may be free once that one stops).
+    pub exit_code: u8,
+}
+
+/// Exit code of a daemon whose data directory another process holds.
+pub const EXIT_DATA_DIR_IN_USE: u8 = 75;
+
+impl From<String> for StartError {
+    fn from(message: String) -> StartError {
+        StartError {
+            message,
+            exit_code: 2,
+        }
+    }
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Runs the daemon until `shutdown` resolves; answers once everything is durable.
 pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     check_exposure(&config)?;
     let metrics = m::install();
     let started = Instant::now();
     tracing::info!(path = %config.storage.path.display(), durability = ?config.storage.durability, "opening storage");
-    let store: Arc<dyn Store> = open_store(&config).map_err(|e| format!("opening storage: {e}"))?;
+    let store: Arc<dyn Store> = open_store(&config).map_err(|e| StartError {
+        message: format!("opening storage: {e}"),
+        exit_code: match e {
+            StorageError::Locked { .. } => EXIT_DATA_DIR_IN_USE,
+            _ => 2,
+        },
+    })?;
     metrics::histogram!(m::RECOVERY_SECONDS).record(started.elapsed().as_secs_f64());
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -69,7 +102,7 @@ pub async fn run(
         config.storage.group_commit_max,
         Box::new(MetricsObserver),
     );
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::from_env()?);
     let registry = Registry::new();
     registry.start(Arc::new(Services {
         store: store.clone(),
@@ -129,6 +162,12 @@ pub async fn run(
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tokio::spawn(watchdog(journal.clone()));
 
+    let stopping = registry.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Parked debits are answered 503 at once rather than held through the drain.
+        stopping.stop_waiting().await;
+    };
     server::run(listener, app, shutdown).await;
 
     tracing::info!("draining: snapshotting active accounts");

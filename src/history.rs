@@ -78,10 +78,23 @@ impl Retention {
         }
     }
 
-    /// The shortest this retention can be, for comparing with other durations.
+    /// The shortest this retention can be, for comparing with other durations: for
+    /// months, the shortest `now - cutoff(now)` over every day of a whole 400-year
+    /// Gregorian cycle (so leap days, short months and century years are all met):
+    /// 28 days for "1 month", 393 days for "13 months", not n × 28 days.
     pub fn min_millis(self) -> i64 {
+        const DAY_MS: i64 = 86_400_000;
+        const CYCLE_DAYS: i64 = 146_097;
+        // 2000-01-01: a cycle from there meets every calendar case once.
+        const START: Ts = Ts(946_684_800_000);
         match self {
-            Retention::Months(n) => n * 28 * 86_400_000,
+            Retention::Months(n) => (0..CYCLE_DAYS)
+                .map(|d| {
+                    let now = START.plus_millis(d * DAY_MS);
+                    now.millis() - add_months(now, -n).millis()
+                })
+                .min()
+                .unwrap_or(0),
             Retention::Millis(ms) => ms,
         }
     }
@@ -185,6 +198,10 @@ mod tests {
     fn retention_parses_units_and_refuses_nonsense() {
         assert_eq!(Retention::parse("13 months"), Ok(Retention::Months(13)));
         assert_eq!(Retention::parse("1 month"), Ok(Retention::Months(1)));
+        let day = 86_400_000;
+        assert_eq!(Retention::Months(1).min_millis(), 28 * day);
+        assert_eq!(Retention::Months(12).min_millis(), 365 * day);
+        assert_eq!(Retention::Months(13).min_millis(), 393 * day);
         assert_eq!(Retention::parse("2 seconds"), Ok(Retention::Millis(2_000)));
         assert_eq!(
             Retention::parse("90 days"),

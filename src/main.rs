@@ -119,7 +119,7 @@ fn main() -> ExitCode {
                 Err(e) => {
                     tracing::error!("{e}");
                     eprintln!("creditsd: {e}");
-                    ExitCode::from(2)
+                    ExitCode::from(e.exit_code)
                 }
             }
         }
@@ -147,18 +147,36 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            // Opening a directory that holds no store would create one and report clean
+            // books: a typo in --data-dir must not read as an audit that passed.
+            let path = &config.storage.path;
+            if !path.join("db").is_file() {
+                eprintln!(
+                    "creditsd audit: {} holds no creditsd store (no db file); nothing audited",
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
             let store = match creditsd::daemon::open_store(&config) {
                 Ok(s) => s,
+                Err(e @ creditsd::store::StorageError::Locked { .. }) => {
+                    eprintln!("creditsd audit: {e} (stop the daemon first)");
+                    return ExitCode::from(creditsd::daemon::EXIT_DATA_DIR_IN_USE);
+                }
                 Err(e) => {
-                    eprintln!(
-                        "creditsd audit: opening {}: {e} (is the daemon running?)",
-                        config.storage.path.display()
-                    );
+                    eprintln!("creditsd audit: opening {}: {e}", path.display());
                     return ExitCode::from(2);
                 }
             };
             creditsd::install_fail_stop_panic_hook();
             let report = creditsd::audit::audit(&*store);
+            if report.accounts == 0 && report.problems.is_empty() {
+                eprintln!(
+                    "creditsd audit: the store at {} holds no accounts; nothing audited",
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
             for p in &report.problems {
                 println!("PROBLEM {p}");
             }

@@ -163,12 +163,12 @@ fn plan_upgrade_now_downgrade_pending() {
 #[test]
 fn period_rolls_over_at_the_boundary_even_when_idle() {
     let d = Daemon::start("[actors]\nsweep_interval_ms = 100\n");
-    // An anchor one month ago, plus two seconds: the period ends two seconds from now.
+    // An anchor whose period ends two seconds from now (by the daemon's own calendar).
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let anchor = time_rfc3339(now + 2 - 31 * 86400);
+    let anchor = anchor_resetting_at(now + 2);
     let (s, v) = d.post(
         "/v1/accounts",
         json!({ "id": "r", "plan": "starter", "billing_anchor": anchor }),

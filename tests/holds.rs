@@ -153,10 +153,10 @@ fn a_batch_with_one_bad_item_among_999_good_ones() {
     assert_eq!(results.len(), 1000);
     for (i, r) in results.iter().enumerate() {
         if i == 500 {
-            assert_eq!(r["status"], 400, "{r}");
+            assert_eq!(r["code"], 400, "{r}");
             assert_eq!(r["error"]["field"], "operation");
         } else {
-            assert_eq!(r["status"], 200, "{i}: {r}");
+            assert_eq!(r["code"], 200, "{i}: {r}");
             assert_eq!(r["account"], format!("b{}", i % accounts));
             assert_eq!(r["idempotency_key"], format!("item-{i}"));
         }
@@ -202,7 +202,7 @@ fn a_batch_with_one_bad_item_among_999_good_ones() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r["status"].as_u64().unwrap())
+        .map(|r| r["code"].as_u64().unwrap())
         .collect();
     assert_eq!(statuses, vec![404, 402, 200]);
 }

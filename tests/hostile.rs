@@ -177,7 +177,7 @@ fn a_burst_beyond_the_mailbox_is_429_with_retry_after_and_the_books_stay_right()
                 let (s, v) = d.post("/v1/debits", json!({ "debits": items }));
                 assert_eq!(s, 200, "{v}");
                 for (i, r) in v["results"].as_array().unwrap().iter().enumerate() {
-                    match r["status"].as_u64() {
+                    match r["code"].as_u64() {
                         Some(200) => ok += 1,
                         Some(429) => {
                             assert_eq!(r["error"]["code"], "overloaded", "{r}");

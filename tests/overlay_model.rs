@@ -15,6 +15,9 @@
 //! No checkpointer thread runs: the test calls `checkpoint_ready` itself, so every run is
 //! deterministic and a failure shrinks to a short sequence.
 
+mod common;
+
+use common::copy_dir;
 use std::collections::BTreeMap;
 use std::ops::Bound::{self, Excluded, Included, Unbounded};
 use std::ops::RangeBounds;
@@ -263,23 +266,6 @@ fn open(dir: &Path, tuning: Tuning) -> Result<(sled::Db, Arc<Overlay>), TestCase
     prop_assert_eq!(group_records(&db), 0, "group records left after recovery");
     db.flush().unwrap();
     Ok((db, overlay))
-}
-
-/// Replaces `to`'s contents with a copy of `from`'s.
-fn copy_dir(from: &Path, to: &Path) {
-    if to.exists() {
-        std::fs::remove_dir_all(to).unwrap();
-    }
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 fn apply(model: &mut Model, key: &[u8], value: &Value) {

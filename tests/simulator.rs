@@ -188,7 +188,7 @@ impl SimStore {
         Ok(())
     }
 
-    fn get<T: serde::de::DeserializeOwned>(
+    fn get<T: creditsd::store::codec::Record>(
         key: String,
         bytes: Option<&Vec<u8>>,
     ) -> Result<Option<T>, StorageError> {
@@ -408,7 +408,7 @@ struct Crash;
 
 fn fail_stop<T>(r: Result<T, StorageError>) -> Result<T, Crash> {
     r.map_err(|e| match e {
-        StorageError::Io(_) => Crash,
+        StorageError::Io(_) | StorageError::Locked { .. } => Crash,
         StorageError::Corrupt { .. } => panic!("the simulator never corrupts a record: {e}"),
     })
 }
@@ -1081,7 +1081,8 @@ impl Sim {
                     _ => {}
                 }
                 // Alerts: a threshold fires exactly when remaining % crosses to or below
-                // it while armed, and re-arms exactly when it rises above it.
+                // it while armed, and re-arms exactly when it rises above it through
+                // credits added; credits back from a hold re-arm only exhaustion (0).
                 for &t in &self.pricing.thresholds {
                     let bit = 1u128 << t;
                     let below = creditsd::domain::alerts::at_or_below(
@@ -1090,7 +1091,8 @@ impl Sim {
                         t,
                     );
                     let should_fire = below && fired & bit == 0;
-                    let should_rearm = !below && fired & bit != 0;
+                    let added = ev.body.adds_credits() || t == 0;
+                    let should_rearm = !below && fired & bit != 0 && added;
                     if should_fire != (ev.alerts.fired & bit != 0)
                         || should_rearm != (ev.alerts.rearmed & bit != 0)
                     {

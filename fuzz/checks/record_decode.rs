@@ -3,13 +3,10 @@
 //!
 //! Shared by the fuzz target and by `tests/fuzz_corpus.rs`, which replays the corpus.
 use creditsd::domain::{Account, Event};
-use creditsd::store::codec::{decode, display_key, encode};
+use creditsd::store::codec::{decode, display_key, encode, Record};
 use creditsd::store::{FeedEntry, IdemRecord, StorageError};
 
-fn check<T: serde::de::DeserializeOwned + serde::Serialize + PartialEq + std::fmt::Debug>(
-    key: &[u8],
-    bytes: &[u8],
-) {
+fn check<T: Record + PartialEq + std::fmt::Debug>(key: &[u8], bytes: &[u8]) {
     match decode::<T>(key, bytes) {
         // What decodes must encode back to something that decodes to the same value.
         Ok(v) => assert_eq!(decode::<T>(key, &encode(&v)).unwrap(), v),

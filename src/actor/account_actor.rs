@@ -256,6 +256,11 @@ impl AccountActor {
                 self.reindex();
                 self.serve_parked().await;
             }
+            Msg::Unpark => {
+                for p in self.parked.drain(..) {
+                    let _ = p.mutation.reply.send(Err(ActorError::Unavailable));
+                }
+            }
             Msg::Shutdown { .. } => unreachable!("handled by run"),
         }
     }
@@ -409,9 +414,10 @@ impl AccountActor {
             {
                 let old = &mut self.parked[i];
                 if fingerprint(&old.mutation.cmd) == fingerprint(&mutation.cmd) {
+                    // The retry waits its own `wait_seconds`, from now.
                     let deadline = Instant::now() + mutation.wait;
                     let prev = std::mem::replace(&mut old.mutation, mutation);
-                    old.deadline = old.deadline.max(deadline);
+                    old.deadline = deadline;
                     let _ = prev.reply.send(Err(ActorError::Unavailable));
                 } else {
                     let _ = mutation.reply.send(Err(ActorError::IdempotencyConflict {
@@ -432,6 +438,10 @@ impl AccountActor {
     }
 
     fn park(&mut self, mutation: Box<Mutation>) {
+        if self.registry.stopping() {
+            let _ = mutation.reply.send(Err(ActorError::Unavailable));
+            return;
+        }
         if self.parked.len() >= self.svc.parked_max {
             let _ = mutation.reply.send(Err(ActorError::Overloaded));
             return;

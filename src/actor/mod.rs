@@ -24,14 +24,46 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Ts;
 }
 
-pub struct SystemClock;
+/// The system clock, optionally shifted by a fixed offset (see `SystemClock::from_env`).
+pub struct SystemClock {
+    offset_ms: i64,
+}
+
+/// The variable a test sets to start a daemon at a chosen instant (RFC 3339). Honoured only
+/// by debug builds (what `cargo test` runs); a release build always reads the real clock.
+pub const TEST_NOW_VAR: &str = "CREDITSD_TEST_NOW";
+
+impl SystemClock {
+    /// The real clock.
+    pub fn real() -> SystemClock {
+        SystemClock { offset_ms: 0 }
+    }
+
+    /// The real clock, or in a debug build with `CREDITSD_TEST_NOW` set, a clock that starts
+    /// at that instant and runs at the real rate from there. A release build ignores the
+    /// variable (and says so), so the daemon in production always keeps real time.
+    pub fn from_env() -> Result<SystemClock, String> {
+        let Ok(value) = std::env::var(TEST_NOW_VAR) else {
+            return Ok(SystemClock::real());
+        };
+        if !cfg!(debug_assertions) {
+            tracing::warn!("{TEST_NOW_VAR} is set and ignored: release builds keep real time");
+            return Ok(SystemClock::real());
+        }
+        let start = Ts::parse_rfc3339(&value)
+            .ok_or_else(|| format!("{TEST_NOW_VAR}={value:?} is not an RFC 3339 instant"))?;
+        let offset_ms = start.millis() - SystemClock::real().now().millis();
+        tracing::warn!(now = %start.to_rfc3339(), "test build: the clock starts at {TEST_NOW_VAR}");
+        Ok(SystemClock { offset_ms })
+    }
+}
 
 impl Clock for SystemClock {
     fn now(&self) -> Ts {
         let d = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock after 1970");
-        Ts(d.as_millis() as i64)
+        Ts(d.as_millis() as i64).plus_millis(self.offset_ms)
     }
 }
 
@@ -93,6 +125,8 @@ pub enum Msg {
     Wake {
         indexed_at: Ts,
     },
+    /// The daemon is stopping: answer every parked request now (503).
+    Unpark,
     Shutdown {
         done: oneshot::Sender<()>,
     },
@@ -110,7 +144,7 @@ impl From<StorageError> for ActorError {
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::Corrupt { .. } => ActorError::Corrupt(e.to_string()),
-            StorageError::Io(_) => crate::fail_stop(&e.to_string()),
+            StorageError::Io(_) | StorageError::Locked { .. } => crate::fail_stop(&e.to_string()),
         }
     }
 }

@@ -26,6 +26,8 @@ struct Inner {
     services: OnceLock<Arc<Services>>,
     generation: AtomicU64,
     closed: AtomicBool,
+    /// Shutting down: nothing parks any more (see `stop_waiting`).
+    stopping: AtomicBool,
 }
 
 #[derive(Clone)]
@@ -47,6 +49,7 @@ impl Registry {
                 services: OnceLock::new(),
                 generation: AtomicU64::new(1),
                 closed: AtomicBool::new(false),
+                stopping: AtomicBool::new(false),
             }),
         }
     }
@@ -116,21 +119,38 @@ impl Registry {
             .sum()
     }
 
+    /// The start of a shutdown: from now on a debit short of credits is answered 503
+    /// (with `Retry-After`) instead of parking, and every request parked already is
+    /// answered so, so the drain does not wait out their `wait_seconds`.
+    pub async fn stop_waiting(&self) {
+        self.inner.stopping.store(true, Ordering::Release);
+        for tx in self.mailboxes(false) {
+            let _ = tx.send(Msg::Unpark).await;
+        }
+    }
+
+    /// Every live actor's mailbox; with `remove`, the actors also leave the map.
+    fn mailboxes(&self, remove: bool) -> Vec<mpsc::Sender<Msg>> {
+        let mut out = Vec::new();
+        for shard in &self.inner.shards {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            if remove {
+                out.extend(shard.drain().map(|(_, e)| e.tx));
+            } else {
+                out.extend(shard.values().map(|e| e.tx.clone()));
+            }
+        }
+        out
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.inner.stopping.load(Ordering::Acquire)
+    }
+
     /// Stops taking messages, asks every actor to snapshot and stop, and waits for them.
     pub async fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        let senders: Vec<mpsc::Sender<Msg>> = self
-            .inner
-            .shards
-            .iter()
-            .flat_map(|s| {
-                s.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .drain()
-                    .map(|(_, e)| e.tx)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let senders = self.mailboxes(true);
         let mut waits = Vec::with_capacity(senders.len());
         for tx in senders {
             let (done, wait) = oneshot::channel();

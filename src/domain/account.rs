@@ -342,6 +342,8 @@ impl Account {
                 let (returned, expired) = self.give_back(hold, rest);
                 Ok(EventBody::HoldCaptured {
                     hold_id: *hold_id,
+                    operation: hold.operation.clone(),
+                    quantity: hold.quantity,
                     spent,
                     returned,
                     expired,
@@ -382,10 +384,7 @@ impl Account {
                     Credits::ZERO
                 };
                 let effective_at = if immediate { now } else { self.next_reset_at() };
-                self.totals
-                    .granted
-                    .checked_add(granted)
-                    .ok_or(Refusal::Overflow { field: "plan" })?;
+                self.may_add(granted, "plan", pricing)?;
                 Ok(EventBody::PlanChanged {
                     from: self.plan.clone(),
                     to: plan.clone(),
@@ -400,10 +399,7 @@ impl Account {
                     .packs
                     .get(pack)
                     .ok_or_else(|| Refusal::UnknownPack(pack.clone()))?;
-                self.totals
-                    .granted
-                    .checked_add(p.credits)
-                    .ok_or(Refusal::Overflow { field: "pack" })?;
+                self.may_add(p.credits, "pack", pricing)?;
                 Ok(EventBody::Purchased {
                     pack: pack.clone(),
                     credits: p.credits,
@@ -417,10 +413,7 @@ impl Account {
                 reason,
                 idempotency_key,
             } => {
-                self.totals
-                    .granted
-                    .checked_add(*credits)
-                    .ok_or(Refusal::Overflow { field: "credits" })?;
+                self.may_add(*credits, "credits", pricing)?;
                 Ok(EventBody::Granted {
                     bucket: *bucket,
                     credits: *credits,
@@ -428,6 +421,34 @@ impl Account {
                     idempotency_key: idempotency_key.clone(),
                 })
             }
+        }
+    }
+
+    /// Whether `credits` may be added: every balance shown (available + held, the period
+    /// budget) stays at most `Credits::MAX` with room left for the largest plan's
+    /// allocation (a reset cannot be refused), and the lifetime total does not overflow.
+    fn may_add(
+        &self,
+        credits: Credits,
+        field: &'static str,
+        pricing: &Pricing,
+    ) -> Result<(), Refusal> {
+        let room = pricing
+            .plans
+            .values()
+            .max()
+            .copied()
+            .unwrap_or(Credits::ZERO);
+        let bound = Credits::MAX.checked_sub(room).unwrap_or(Credits::ZERO);
+        let within = |c: Option<Credits>| c.is_some_and(|c| c <= bound);
+        let shown = self.available().checked_add(self.held());
+        if within(shown.and_then(|s| s.checked_add(credits)))
+            && within(self.period_budget.checked_add(credits))
+            && self.totals.granted.checked_add(credits).is_some()
+        {
+            Ok(())
+        } else {
+            Err(Refusal::Overflow { field })
         }
     }
 
@@ -468,6 +489,7 @@ impl Account {
             self.available(),
             self.period_budget,
             thresholds,
+            body.adds_credits(),
         );
         self.apply_alerts(alerts);
         self.seq += 1;

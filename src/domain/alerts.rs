@@ -1,8 +1,11 @@
 //! Low-balance alerts: which thresholds a mutation crossed, which it re-armed.
 //!
 //! remaining % = available / period_budget (0 when the budget is 0). A threshold fires
-//! once when remaining % falls to or below it, and re-arms when it rises above it again.
-//! Threshold 0 is `balance.exhausted`; its re-arming is `balance.replenished`.
+//! once when remaining % falls to or below it, and re-arms when it rises above it again
+//! through credits added (purchase, grant, upgrade, reset). Credits coming back from a
+//! hold (release, expiry, the unspent part of a capture) re-arm no threshold above 0, so
+//! reserving and releasing never sends the same low-balance notice twice.
+//! Threshold 0 is `balance.exhausted`; it re-arms by any rise above 0 (`balance.replenished`).
 
 use serde::{Deserialize, Serialize};
 
@@ -49,11 +52,14 @@ pub fn at_or_below(available: Credits, budget: Credits, threshold: u8) -> bool {
 }
 
 /// The alerts a move to (`available`, `budget`) causes, given the set already `fired`.
+/// `credits_added`: the move added credits to the account (not merely returned a hold's);
+/// only then do thresholds above 0 re-arm.
 pub fn evaluate(
     fired: u128,
     available: Credits,
     budget: Credits,
     thresholds: &[u8],
+    credits_added: bool,
 ) -> AlertChange {
     let mut change = AlertChange::default();
     for &t in thresholds {
@@ -61,7 +67,7 @@ pub fn evaluate(
         let below = at_or_below(available, budget, t);
         if below && fired & bit == 0 {
             change.fired |= bit;
-        } else if !below && fired & bit != 0 {
+        } else if !below && fired & bit != 0 && (credits_added || t == 0) {
             change.rearmed |= bit;
         }
     }
@@ -80,7 +86,7 @@ mod tests {
         let mut fired = 0u128;
         let mut log = vec![];
         for available in [100, 80, 26, 25, 24, 11, 10, 5, 1, 0, 0] {
-            let c = evaluate(fired, Credits(available), budget, T);
+            let c = evaluate(fired, Credits(available), budget, T, true);
             fired = (fired | c.fired) & !c.rearmed;
             log.push(c.fired_thresholds());
         }
@@ -103,15 +109,23 @@ mod tests {
     #[test]
     fn rearms_when_rising_above() {
         let fired = (1 << 25) | (1 << 10) | 1;
-        let c = evaluate(fired, Credits(20), Credits(100), T);
+        let c = evaluate(fired, Credits(20), Credits(100), T, true);
         assert_eq!(c.rearmed_thresholds(), vec![10, 0]);
         assert!(c.replenished());
         assert!(c.fired == 0);
     }
 
     #[test]
+    fn credits_coming_back_from_a_hold_rearm_only_exhaustion() {
+        let fired = (1 << 25) | (1 << 10) | 1;
+        let c = evaluate(fired, Credits(100), Credits(100), T, false);
+        assert_eq!(c.rearmed_thresholds(), vec![0]);
+        assert!(c.replenished());
+    }
+
+    #[test]
     fn zero_budget_counts_as_zero_percent() {
-        let c = evaluate(0, Credits(0), Credits(0), T);
+        let c = evaluate(0, Credits(0), Credits(0), T, true);
         assert_eq!(c.fired_thresholds(), vec![25, 10, 0]);
     }
 }

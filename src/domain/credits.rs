@@ -10,6 +10,10 @@ pub struct Credits(pub u64);
 
 impl Credits {
     pub const ZERO: Credits = Credits(0);
+    /// The most any balance may hold: 2^53 - 1, the largest integer a JSON client reading
+    /// numbers as doubles (JavaScript, most dashboards) still gets exactly. Credits added
+    /// past it are refused, so every balance the API shows is exact everywhere.
+    pub const MAX: Credits = Credits((1 << 53) - 1);
 
     pub fn get(self) -> u64 {
         self.0

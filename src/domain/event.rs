@@ -89,6 +89,10 @@ pub enum EventBody {
     },
     HoldCaptured {
         hold_id: u64,
+        /// The hold's operation and quantity: a capture is where they are spent. Empty and
+        /// 0 in captures recorded before events named them (`store/legacy.rs`).
+        operation: String,
+        quantity: u32,
         /// Spent, by bucket (expiring-first credits are spent first).
         spent: Buckets,
         returned: Buckets,
@@ -117,6 +121,23 @@ impl EventBody {
             EventBody::HoldPlaced { .. } => "hold",
             EventBody::HoldCaptured { .. } => "capture",
             EventBody::HoldReleased { .. } => "release",
+        }
+    }
+
+    /// Whether it adds credits to the account (creation, purchase, grant, an upgrade's
+    /// difference, a reset's allocation): only such a rise re-arms low-balance thresholds
+    /// above 0. Credits coming back from a hold are not added credits.
+    pub fn adds_credits(&self) -> bool {
+        match self {
+            EventBody::Created { .. }
+            | EventBody::PeriodReset { .. }
+            | EventBody::Purchased { .. }
+            | EventBody::Granted { .. } => true,
+            EventBody::PlanChanged { granted, .. } => !granted.is_zero(),
+            EventBody::Debited { .. }
+            | EventBody::HoldPlaced { .. }
+            | EventBody::HoldCaptured { .. }
+            | EventBody::HoldReleased { .. } => false,
         }
     }
 

@@ -23,9 +23,14 @@ impl Ts {
     pub fn plus_millis(self, ms: i64) -> Ts {
         Ts(self.0.saturating_add(ms))
     }
+    /// Total: an instant beyond what RFC 3339 can write (years 0000 to 9999) is clamped to
+    /// its nearest end, so rendering never fails; every instant the API accepts or
+    /// computes is kept within `TS_MIN..=TS_MAX`, far inside.
     fn to_datetime(self) -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000)
-            .expect("invariant: Ts within time's range")
+        const RFC3339_MIN_MS: i64 = -62_167_219_200_000; // 0000-01-01T00:00:00Z
+        const RFC3339_MAX_MS: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
+        let ms = self.0.clamp(RFC3339_MIN_MS, RFC3339_MAX_MS) as i128;
+        OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).expect("clamped into range")
     }
     fn from_datetime(dt: OffsetDateTime) -> Ts {
         Ts((dt.unix_timestamp_nanos() / 1_000_000) as i64)
@@ -64,6 +69,18 @@ pub fn add_months(anchor: Ts, k: i64) -> Ts {
     Ts::from_datetime(PrimitiveDateTime::new(date, dt.time()).assume_utc())
 }
 
+/// An anchor whose billing period ends exactly at `boundary`: `boundary` minus the fewest
+/// calendar months (at least one) that land on a day which maps back to it. One month is
+/// not always enough: from Mar 31 one month back is Feb 28, whose next period starts on
+/// Mar 28, so the anchor is Jan 31. Used by tests and tools that want a reset at a chosen
+/// instant; `add_months(anchor_for_boundary(b), k) == b` for the returned k.
+pub fn anchor_for_boundary(boundary: Ts) -> (Ts, i64) {
+    (1..=12)
+        .map(|k| (add_months(boundary, -k), k))
+        .find(|&(a, k)| add_months(a, k) == boundary)
+        .expect("invariant: twelve months back always lands on the same day")
+}
+
 /// The index k of the period that contains `now`: start(k) <= now < start(k + 1).
 /// k is negative when the anchor lies in the future.
 pub fn period_index(anchor: Ts, now: Ts) -> i64 {
@@ -78,6 +95,21 @@ pub fn period_index(anchor: Ts, now: Ts) -> i64 {
     }
     k
 }
+
+/// The "todays" where a calendar shortcut breaks: month ends, leap days, the 1st after a
+/// short month. For each, an account anchored so its period ends two seconds later has
+/// exactly that `next_reset_at`, and rolls over at it.
+#[cfg(test)]
+pub(crate) const AWKWARD_TODAYS: &[&str] = &[
+    "2026-12-01T12:00:00Z",
+    "2027-01-31T23:59:58Z",
+    "2027-02-28T12:00:00Z",
+    "2028-02-29T12:00:00Z",
+    "2027-03-01T00:00:00Z",
+    "2027-03-31T12:00:00Z",
+    "2026-04-30T12:00:00Z",
+    "2026-12-31T23:59:59Z",
+];
 
 #[cfg(test)]
 mod tests {
@@ -121,6 +153,31 @@ mod tests {
         let a = ts("2027-03-31T00:00:00Z");
         assert_eq!(add_months(a, -1), ts("2027-02-28T00:00:00Z"));
         assert_eq!(add_months(a, -3), ts("2026-12-31T00:00:00Z"));
+    }
+
+    #[test]
+    fn anchor_for_boundary_ends_a_period_exactly_there_on_awkward_days() {
+        for today in AWKWARD_TODAYS {
+            let boundary = ts(today).plus_millis(2000);
+            let (anchor, k) = anchor_for_boundary(boundary);
+            assert!(anchor < boundary, "{today}");
+            assert_eq!(add_months(anchor, k), boundary, "{today}");
+            let now = ts(today);
+            assert_eq!(period_index(anchor, now), k - 1, "{today}");
+            assert_eq!(period_index(anchor, boundary), k, "{today}");
+            assert_eq!(
+                period_index(anchor, boundary.plus_millis(-1)),
+                k - 1,
+                "{today}"
+            );
+        }
+    }
+
+    #[test]
+    fn instants_beyond_the_calendar_render_clamped_instead_of_panicking() {
+        assert!(Ts(i64::MAX).to_rfc3339().starts_with("9999-12-31T23:59:59"));
+        assert_eq!(Ts(i64::MIN).to_rfc3339(), "0000-01-01T00:00:00Z");
+        assert_eq!(TS_MAX.to_rfc3339(), "9000-01-01T00:00:00Z");
     }
 
     #[test]

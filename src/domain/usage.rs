@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use time::{Month, OffsetDateTime};
 
 use super::credits::Credits;
-use super::time::Ts;
+use super::time::{Ts, TS_MAX};
 
 pub const DAY_MS: i64 = 86_400_000;
 
@@ -228,14 +228,16 @@ impl BurnRate {
         self.credits.is_zero()
     }
 
-    /// When `available` runs out at this rate: `now + available × window / credits`.
+    /// When `available` runs out at this rate: `now + available × window / credits`;
+    /// `None` at no burn, or when that lies past `TS_MAX` (year 9000): not in any
+    /// calendar a billing page shows, so "never at this rate".
     pub fn exhaustion_at(self, now: Ts, available: Credits) -> Option<Ts> {
         if self.is_zero() {
             return None;
         }
         let ms = available.get() as u128 * self.window_ms as u128 / self.credits.get() as u128;
-        let ms = i64::try_from(ms).unwrap_or(i64::MAX);
-        Some(now.plus_millis(ms))
+        let at = (now.millis() as i128).checked_add(i128::try_from(ms).ok()?)?;
+        (at <= TS_MAX.millis() as i128).then_some(Ts(at as i64))
     }
 }
 

@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
 use crate::config::Limits;
-use crate::domain::{Account, Buckets, Credits, Event, EventBody, ReleaseReason, Ts};
+use crate::domain::{Account, Buckets, Credits, Event, EventBody, Hold, ReleaseReason, Ts};
 
 pub type Object = Map<String, Value>;
 
@@ -14,10 +14,83 @@ pub fn parse_object(bytes: &[u8]) -> Result<Object, ApiError> {
     if bytes.is_empty() {
         return Ok(Object::new());
     }
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(m)) => Ok(m),
+    match serde_json::from_slice::<Strict>(bytes) {
+        Ok(Strict(Value::Object(m))) => Ok(m),
         Ok(_) => Err(ApiError::invalid("body", "the body must be a JSON object")),
-        Err(e) => Err(ApiError::invalid("body", format!("malformed JSON: {e}"))),
+        Err(e) => {
+            let msg = e.to_string();
+            match msg
+                .strip_prefix(DUPLICATE)
+                .and_then(|r| r.split_once('\u{0}'))
+            {
+                Some((field, _)) => Err(ApiError::invalid(
+                    field,
+                    format!("member {field:?} appears more than once in an object"),
+                )),
+                None => Err(ApiError::invalid("body", format!("malformed JSON: {msg}"))),
+            }
+        }
+    }
+}
+
+/// The start of the error a repeated member raises: the member's name follows, then a NUL.
+const DUPLICATE: &str = "duplicate member ";
+
+/// A JSON value whose objects have distinct member names. serde_json keeps the last of
+/// repeated members; a body that says `operation` twice is refused instead, for the
+/// reason unknown fields are refused: which one the client meant is not ours to guess.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Strict, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Object::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let Strict(v) = map.next_value()?;
+            if out.insert(k.clone(), v).is_some() {
+                return Err(serde::de::Error::custom(format!("{DUPLICATE}{k}\u{0}")));
+            }
+        }
+        Ok(Value::Object(out))
     }
 }
 
@@ -160,8 +233,10 @@ pub fn account_id(id: &str, limits: &Limits) -> Result<String, ApiError> {
     }
 }
 
+/// `h{n}` with n ≥ 1 written canonically: `h01` or `h+1` names no hold.
 pub fn hold_id(s: &str) -> Option<u64> {
-    s.strip_prefix('h')?.parse().ok().filter(|n| *n > 0)
+    let n: u64 = s.strip_prefix('h')?.parse().ok().filter(|n| *n > 0)?;
+    (format!("h{n}") == s).then_some(n)
 }
 
 pub fn buckets(b: &Buckets) -> Value {
@@ -223,6 +298,14 @@ pub fn event_answer(account: &str, ev: &Event, duplicate: bool, dry_run: bool) -
     Value::Object(o)
 }
 
+/// An idempotency key, left out when the request had none (captures, releases and
+/// expiries may have none).
+fn put_key(put: &mut impl FnMut(&str, Value), key: &str) {
+    if !key.is_empty() {
+        put("idempotency_key", json!(key));
+    }
+}
+
 /// The kind-specific fields of an event, shared by mutation answers and the ledger.
 pub fn entry_fields(o: &mut Object, body: &EventBody) {
     let mut put = |k: &str, v: Value| {
@@ -260,7 +343,7 @@ pub fn entry_fields(o: &mut Object, body: &EventBody) {
             put("quantity", json!(quantity));
             put("credits", json!(credits.get()));
             put("taken", buckets(taken));
-            put("idempotency_key", json!(idempotency_key));
+            put_key(&mut put, idempotency_key);
             put(
                 "metadata",
                 Value::Object(
@@ -295,7 +378,7 @@ pub fn entry_fields(o: &mut Object, body: &EventBody) {
             put("pending", json!(!immediate));
             put("effective_at", json!(effective_at.to_rfc3339()));
             put("credits", json!(granted.get()));
-            put("idempotency_key", json!(idempotency_key));
+            put_key(&mut put, idempotency_key);
         }
         EventBody::Purchased {
             pack,
@@ -317,7 +400,7 @@ pub fn entry_fields(o: &mut Object, body: &EventBody) {
             put("bucket", json!(bucket.name()));
             put("credits", json!(credits.get()));
             put("reason", json!(reason));
-            put("idempotency_key", json!(idempotency_key));
+            put_key(&mut put, idempotency_key);
         }
         EventBody::HoldPlaced {
             hold_id,
@@ -334,21 +417,27 @@ pub fn entry_fields(o: &mut Object, body: &EventBody) {
             put("credits", json!(credits.get()));
             put("taken", buckets(taken));
             put("expires_at", json!(expires_at.to_rfc3339()));
-            put("idempotency_key", json!(idempotency_key));
+            put_key(&mut put, idempotency_key);
         }
         EventBody::HoldCaptured {
             hold_id,
+            operation,
+            quantity,
             spent,
             returned,
             expired,
             idempotency_key,
         } => {
             put("hold_id", json!(format!("h{hold_id}")));
+            if !operation.is_empty() {
+                put("operation", json!(operation));
+                put("quantity", json!(quantity));
+            }
             put("credits", json!(spent.total().get()));
             put("spent", buckets(spent));
             put("returned", buckets(returned));
             put("expired", json!(expired.get()));
-            put("idempotency_key", json!(idempotency_key));
+            put_key(&mut put, idempotency_key);
         }
         EventBody::HoldReleased {
             hold_id,
@@ -368,28 +457,50 @@ pub fn entry_fields(o: &mut Object, body: &EventBody) {
                     ReleaseReason::Expired => "expired",
                 }),
             );
-            put("idempotency_key", json!(idempotency_key));
+            put_key(&mut put, idempotency_key);
         }
     }
 }
 
+/// One ledger entry: the event, its change from `prev` (the balances and held credits
+/// right before it) and the balances after it.
+pub fn ledger_entry(ev: &Event, prev: (Buckets, Credits)) -> Value {
+    let mut o = Map::new();
+    o.insert("seq".into(), json!(ev.seq));
+    o.insert("time".into(), json!(ev.at.to_rfc3339()));
+    o.insert("kind".into(), json!(ev.body.kind()));
+    entry_fields(&mut o, &ev.body);
+    let d = |a: Credits, b: Credits| a.get() as i128 - b.get() as i128;
+    o.insert(
+        "change".into(),
+        json!({
+            "monthly": d(ev.after.monthly, prev.0.monthly),
+            "free": d(ev.after.free, prev.0.free),
+            "packs": d(ev.after.packs, prev.0.packs),
+            "held": d(ev.held_after, prev.1),
+        }),
+    );
+    o.insert("balance_after".into(), balances(&ev.after, ev.held_after));
+    o.insert("alerts".into(), alerts(ev));
+    Value::Object(o)
+}
+
+/// An open hold, as the account view and the holds list show it.
+pub fn hold_view(h: &Hold) -> Value {
+    json!({
+        "hold_id": format!("h{}", h.id),
+        "operation": h.operation,
+        "quantity": h.quantity,
+        "credits": h.credits.get(),
+        "taken": buckets(&h.taken),
+        "placed_at": h.placed_at.to_rfc3339(),
+        "expires_at": h.expires_at.to_rfc3339(),
+    })
+}
+
 /// `GET /v1/accounts/{id}`: one consistent read of the actor's state.
 pub fn account_view(a: &Account) -> Value {
-    let holds: Vec<Value> = a
-        .holds
-        .values()
-        .map(|h| {
-            json!({
-                "hold_id": format!("h{}", h.id),
-                "operation": h.operation,
-                "quantity": h.quantity,
-                "credits": h.credits.get(),
-                "taken": buckets(&h.taken),
-                "placed_at": h.placed_at.to_rfc3339(),
-                "expires_at": h.expires_at.to_rfc3339(),
-            })
-        })
-        .collect();
+    let holds: Vec<Value> = a.holds.values().map(hold_view).collect();
     let available = a.available();
     json!({
         "id": a.id,
@@ -413,7 +524,11 @@ pub fn ts_param(name: &str, s: &str) -> Result<Ts, ApiError> {
     Ts::parse_rfc3339(s).ok_or_else(|| {
         ApiError::invalid(
             name,
-            format!("{name} must be an RFC 3339 instant, like 2026-11-24T19:50:06Z"),
+            format!(
+                "{name} must be an RFC 3339 instant from {} to {}, like 2026-11-24T19:50:06Z",
+                crate::domain::time::TS_MIN.to_rfc3339(),
+                crate::domain::time::TS_MAX.to_rfc3339()
+            ),
         )
     })
 }

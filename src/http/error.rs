@@ -14,6 +14,9 @@ pub struct ApiError {
     pub field: Option<String>,
     pub extra: Map<String, Value>,
     pub retry_after_s: Option<u64>,
+    /// Headers the answer carries besides `Retry-After` (`Allow`, `WWW-Authenticate`).
+    /// (Boxed: most errors carry none, and `Result<_, ApiError>` stays small.)
+    pub headers: Option<Box<Vec<(&'static str, String)>>>,
 }
 
 impl ApiError {
@@ -25,6 +28,7 @@ impl ApiError {
             field: None,
             extra: Map::new(),
             retry_after_s: None,
+            headers: None,
         }
     }
     /// 400 `invalid_request` about one field.
@@ -42,6 +46,12 @@ impl ApiError {
     }
     pub fn with(mut self, key: &str, value: Value) -> ApiError {
         self.extra.insert(key.to_string(), value);
+        self
+    }
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> ApiError {
+        self.headers
+            .get_or_insert_with(Default::default)
+            .push((name, value.into()));
         self
     }
     pub fn retry_after(mut self, seconds: u64) -> ApiError {

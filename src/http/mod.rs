@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod dto;
 pub mod error;
+pub mod route;
 pub mod routes;
 pub mod server;
 pub mod usage;
@@ -28,3 +29,6 @@ pub struct App {
     /// Storage open and recovery done.
     pub ready: AtomicBool,
 }
+
+#[cfg(test)]
+mod render_tests;

@@ -9,13 +9,14 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use super::auth::{Denied, Scope};
+use super::auth::Denied;
 use super::dto::{self, Object};
 use super::error::ApiError;
+use super::route::{self, Matched, Route};
 use super::App;
 use crate::actor::{ActorError, Msg, Mutation, Outcome, Reply};
 use crate::domain::{Bucket, Command, Credits};
@@ -29,12 +30,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
     let (route, answer) = dispatch(&app, req).await;
     let resp = match answer {
         Ok(Routed::Json(status, v)) => json_response(status, &v),
-        Ok(Routed::Text(s)) => {
-            let mut r = Response::new(Full::new(Bytes::from(s)));
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
+        Ok(Routed::Text(content_type, body)) => {
+            let mut r = Response::new(Full::new(body));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
             r
         }
         Err(e) => error_response(&e),
@@ -61,102 +60,93 @@ pub fn error_response(e: &ApiError) -> Resp {
     if let Some(s) = e.retry_after_s {
         r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
     }
+    for (name, value) in e.headers.iter().flat_map(|h| h.iter()) {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            r.headers_mut().insert(*name, v);
+        }
+    }
     r
 }
 
 enum Routed {
     Json(StatusCode, Value),
-    Text(String),
+    Text(&'static str, Bytes),
 }
 
 fn json(a: Answer) -> Result<Routed, ApiError> {
     a.map(|(s, v)| Routed::Json(s, v))
 }
 
+/// The OpenAPI document of this API, served at `/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../openapi/openapi.json");
+
 async fn dispatch(
     app: &Arc<App>,
     req: Request<Incoming>,
 ) -> (&'static str, Result<Routed, ApiError>) {
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().unwrap_or("").to_string();
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let method = req.method().clone();
-    let route: &'static str = match (&method, segs.as_slice()) {
-        (&Method::GET, ["healthz"]) => "healthz",
-        (&Method::GET, ["readyz"]) => "readyz",
-        (&Method::GET, ["metrics"]) => "metrics",
-        (&Method::GET, ["v1", "pricing"]) => "pricing",
-        (&Method::POST, ["v1", "accounts"]) => "create_account",
-        (&Method::GET, ["v1", "accounts", _]) => "get_account",
-        (&Method::POST, ["v1", "accounts", _, "debits"]) => "debit",
-        (&Method::POST, ["v1", "debits"]) => "batch_debits",
-        (&Method::POST, ["v1", "accounts", _, "holds"]) => "hold",
-        (&Method::POST, ["v1", "accounts", _, "holds", _, "capture"]) => "capture",
-        (&Method::POST, ["v1", "accounts", _, "holds", _, "release"]) => "release",
-        (&Method::PUT, ["v1", "accounts", _, "plan"]) => "plan",
-        (&Method::POST, ["v1", "accounts", _, "purchases"]) => "purchase",
-        (&Method::POST, ["v1", "accounts", _, "grants"]) => "grant",
-        (&Method::GET, ["v1", "accounts", _, "ledger"]) => "ledger",
-        (&Method::GET, ["v1", "accounts", _, "usage"]) => "usage",
-        (&Method::GET, ["v1", "accounts", _, "forecast"]) => "forecast",
-        (&Method::GET, ["v1", "events"]) => "events",
-        (_, ["healthz" | "readyz" | "metrics"])
-        | (_, ["v1", "pricing" | "accounts" | "debits" | "events"]) => {
-            return ("other", Err(method_not_allowed()))
-        }
-        (_, ["v1", "accounts", _, ..]) if segs.len() <= 6 => {
-            return ("other", Err(method_not_allowed()))
-        }
-        _ => return ("other", Err(ApiError::not_found(&path))),
+    let matched = match route::resolve(req.method(), req.uri().path()) {
+        Ok(m) => m,
+        Err(e) => return ("other", Err(e)),
     };
-    let scope = match route {
-        "healthz" | "readyz" | "metrics" => None,
-        "pricing" | "get_account" | "ledger" | "usage" | "forecast" | "events" => Some(Scope::Read),
-        "debit" | "batch_debits" | "hold" | "capture" | "release" => Some(Scope::Debit),
-        "grant" => Some(Scope::Admin),
-        _ => Some(Scope::Billing),
-    };
-    if let Some(scope) = scope {
+    let route = matched.route;
+    let label = route.label();
+    match serve(app, req, matched).await {
+        Ok(r) => (label, Ok(r)),
+        Err(e) => (label, Err(e)),
+    }
+}
+
+async fn serve(app: &Arc<App>, req: Request<Incoming>, m: Matched) -> Result<Routed, ApiError> {
+    let route = m.route;
+    if let Some(scope) = route.scope() {
         let header = req.headers().get(AUTHORIZATION).map(|h| h.as_bytes());
         match app.auth.check(header, scope) {
             Ok(()) => {}
             Err(Denied::Unauthenticated) => {
-                return (
-                    route,
-                    Err(ApiError::new(
-                        StatusCode::UNAUTHORIZED,
-                        "unauthorized",
-                        "a valid `Authorization: Bearer <token>` is required",
-                    )),
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "a valid `Authorization: Bearer <token>` is required",
                 )
+                .header("www-authenticate", "Bearer realm=\"creditsd\""))
             }
             Err(Denied::Forbidden { token, scope }) => {
-                return (
-                    route,
-                    Err(ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "forbidden",
-                        format!("token {token:?} lacks the {:?} scope", scope.name()),
-                    )),
-                )
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("token {token:?} lacks the {:?} scope", scope.name()),
+                ))
             }
         }
     }
+    let pairs = query_pairs(req.uri().query().unwrap_or(""))?;
+    if route.takes_body() {
+        json_content_type(&req)?;
+    }
     let limits = &app.config.limits;
-    let body_max = if route == "batch_debits" {
+    let body_max = if route == Route::BatchDebits {
         limits.batch_body_bytes_max
     } else {
         limits.body_bytes_max
     };
     let body_timeout = Duration::from_millis(app.config.server.body_read_timeout_ms);
-    let body = match read_body(req, body_max, body_timeout).await {
-        Ok(b) => b,
-        Err(e) => return (route, Err(e)),
-    };
-    let id = segs.get(2).copied().unwrap_or("");
-    let result = match route {
-        "healthz" => Ok(Routed::Json(StatusCode::OK, json!({ "status": "ok" }))),
-        "readyz" => {
+    let body = read_body(req, body_max, body_timeout).await?;
+    if !route.takes_body() && !body.is_empty() {
+        return Err(ApiError::invalid(
+            "body",
+            "this route takes no request body",
+        ));
+    }
+    let id = m.account.as_str();
+    match route {
+        Route::Healthz | Route::Readyz | Route::Metrics | Route::OpenApi | Route::Pricing => {
+            only_params(&pairs, &[])?
+        }
+        _ => {}
+    }
+    match route {
+        Route::Healthz => Ok(Routed::Json(StatusCode::OK, json!({ "status": "ok" }))),
+        Route::Readyz => {
             if app.ready.load(std::sync::atomic::Ordering::Acquire) {
                 Ok(Routed::Json(StatusCode::OK, json!({ "status": "ready" })))
             } else {
@@ -168,38 +158,64 @@ async fn dispatch(
                 .retry_after(1))
             }
         }
-        "metrics" => {
+        Route::Metrics => {
             app.metrics.run_upkeep();
             m::refresh(&app.store.totals(), app.registry.active());
-            Ok(Routed::Text(app.metrics.render()))
+            Ok(Routed::Text(
+                "text/plain; version=0.0.4",
+                Bytes::from(app.metrics.render()),
+            ))
         }
-        "pricing" => Ok(Routed::Json(StatusCode::OK, pricing(app))),
-        "create_account" => json(create_account(app, &body).await),
-        "get_account" => json(get_account(app, id).await),
-        "debit" => json(debit(app, id, &body).await),
-        "batch_debits" => json(batch(app, &body).await),
-        "hold" => json(hold(app, id, &body).await),
-        "capture" | "release" => {
-            json(close_hold(app, id, segs[4], route == "capture", &body).await)
+        Route::OpenApi => Ok(Routed::Text(
+            "application/json",
+            Bytes::from_static(OPENAPI.as_bytes()),
+        )),
+        Route::Pricing => Ok(Routed::Json(StatusCode::OK, pricing(app))),
+        Route::ListAccounts => json(list_accounts(app, &pairs)),
+        Route::CreateAccount => json(create_account(app, &pairs, &body).await),
+        Route::GetAccount => json(get_account(app, id, &pairs).await),
+        Route::Debit => json(debit(app, id, &pairs, &body).await),
+        Route::BatchDebits => json(batch(app, &pairs, &body).await),
+        Route::ListHolds => json(list_holds(app, id, &pairs).await),
+        Route::PlaceHold => json(hold(app, id, &pairs, &body).await),
+        Route::Capture | Route::Release => {
+            json(close_hold(app, id, &m.hold, route == Route::Capture, &pairs, &body).await)
         }
-        "plan" => json(plan(app, id, &body).await),
-        "purchase" => json(purchase(app, id, &body).await),
-        "grant" => json(grant(app, id, &body).await),
-        "ledger" => json(ledger(app, id, &query).await),
-        "usage" => json(super::usage::usage(app, id, &query).await),
-        "forecast" => json(super::usage::forecast(app, id, &query).await),
-        "events" => json(events(app, &query).await),
-        _ => Err(ApiError::not_found(&path)),
-    };
-    (route, result)
+        Route::Plan => json(plan(app, id, &pairs, &body).await),
+        Route::Purchase => json(purchase(app, id, &pairs, &body).await),
+        Route::Grant => json(grant(app, id, &pairs, &body).await),
+        Route::Ledger => json(ledger(app, id, &pairs).await),
+        Route::Usage => json(super::usage::usage(app, id, &pairs).await),
+        Route::Forecast => json(super::usage::forecast(app, id, &pairs).await),
+        Route::Events => json(events(app, &pairs).await),
+    }
 }
 
-fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this path does not take that method",
-    )
+/// A body is JSON: a declared `Content-Type` must be `application/json` (or a `+json`
+/// type); one that declares something else is 415 rather than being read as JSON anyway.
+fn json_content_type(req: &Request<Incoming>) -> Result<(), ApiError> {
+    let Some(v) = req.headers().get(CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let media = v
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if media == "application/json"
+        || (media.starts_with("application/") && media.ends_with("+json"))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("bodies are JSON: Content-Type {media:?} is not application/json"),
+        ))
+    }
 }
 
 /// An oversized body is answered 413 at once, and what the client goes on sending is
@@ -342,7 +358,8 @@ fn pricing(app: &App) -> Value {
     })
 }
 
-async fn create_account(app: &App, body: &[u8]) -> Answer {
+async fn create_account(app: &App, pairs: &[(String, String)], body: &[u8]) -> Answer {
+    only_params(pairs, &[])?;
     let obj = dto::parse_object(body)?;
     dto::only(&obj, &["id", "plan", "billing_anchor"])?;
     let id = dto::account_id(
@@ -368,14 +385,86 @@ async fn create_account(app: &App, body: &[u8]) -> Answer {
     })
     .await?;
     match outcome {
-        Outcome::Applied { .. } => get_account(app, &id)
+        Outcome::Applied { .. } => get_account(app, &id, &[])
             .await
             .map(|(_, v)| (StatusCode::CREATED, v)),
         other => answer(&id, other, StatusCode::CREATED),
     }
 }
 
-async fn get_account(app: &App, id: &str) -> Answer {
+const PAGE_LIMIT_DEFAULT: u64 = 100;
+const PAGE_LIMIT_MAX: u64 = 1000;
+
+/// `GET /v1/accounts?limit=&after=`: account ids in byte order, cursor-paged (`next` is
+/// the last id of the page, `null` on the last page). Ids only: listing reads no account.
+fn list_accounts(app: &App, pairs: &[(String, String)]) -> Answer {
+    only_params(pairs, &["limit", "after"])?;
+    let limit =
+        query_u64(pairs, "limit", 1, PAGE_LIMIT_MAX)?.unwrap_or(PAGE_LIMIT_DEFAULT) as usize;
+    let after = match pairs.iter().find(|(k, _)| k == "after") {
+        Some((_, v)) => Some(
+            dto::account_id(v, &app.config.limits).map_err(|e| ApiError {
+                field: Some("after".into()),
+                ..e
+            })?,
+        ),
+        None => None,
+    };
+    let mut ids = app
+        .store
+        .accounts_page(after.as_deref(), limit + 1)
+        .map_err(|e| ApiError::from(ActorError::from(e)))?;
+    let more = ids.len() > limit;
+    ids.truncate(limit);
+    let next = match ids.last() {
+        Some(last) if more => json!(last),
+        _ => Value::Null,
+    };
+    let accounts: Vec<Value> = ids.iter().map(|id| json!({ "id": id })).collect();
+    Ok((
+        StatusCode::OK,
+        json!({ "accounts": accounts, "next": next }),
+    ))
+}
+
+/// `GET /v1/accounts/{id}/holds?limit=&after=`: the open holds, oldest first, paged by
+/// hold id (`next` is the last hold id of the page, `null` on the last page).
+async fn list_holds(app: &App, id: &str, pairs: &[(String, String)]) -> Answer {
+    let id = dto::account_id(id, &app.config.limits)?;
+    only_params(pairs, &["limit", "after"])?;
+    let limit =
+        query_u64(pairs, "limit", 1, PAGE_LIMIT_MAX)?.unwrap_or(PAGE_LIMIT_DEFAULT) as usize;
+    let after = match pairs.iter().find(|(k, _)| k == "after") {
+        Some((_, v)) => dto::hold_id(v).ok_or_else(|| {
+            ApiError::invalid(
+                "after",
+                format!("{v:?} is not a hold id (they look like h1)"),
+            )
+        })?,
+        None => 0,
+    };
+    let Outcome::View(acct) = ask(app, &id, |reply| Msg::Get { reply }).await? else {
+        unreachable!("Get answers a view")
+    };
+    let page: Vec<&crate::domain::Hold> = acct
+        .holds
+        .range(after + 1..)
+        .map(|(_, h)| h)
+        .take(limit + 1)
+        .collect();
+    let next = match page.get(limit.wrapping_sub(1)) {
+        Some(h) if page.len() > limit => json!(format!("h{}", h.id)),
+        _ => Value::Null,
+    };
+    let holds: Vec<Value> = page.iter().take(limit).map(|h| dto::hold_view(h)).collect();
+    Ok((
+        StatusCode::OK,
+        json!({ "account": id, "holds": holds, "next": next }),
+    ))
+}
+
+async fn get_account(app: &App, id: &str, pairs: &[(String, String)]) -> Answer {
+    only_params(pairs, &[])?;
     let id = dto::account_id(id, &app.config.limits)?;
     let outcome = ask(app, &id, |reply| Msg::Get { reply }).await?;
     answer(&id, outcome, StatusCode::OK)
@@ -423,7 +512,8 @@ fn debit_command(app: &App, obj: &Object) -> Result<Command, ApiError> {
     })
 }
 
-async fn debit(app: &App, id: &str, body: &[u8]) -> Answer {
+async fn debit(app: &App, id: &str, pairs: &[(String, String)], body: &[u8]) -> Answer {
+    only_params(pairs, &[])?;
     let id = dto::account_id(id, &app.config.limits)?;
     let obj = dto::parse_object(body)?;
     dto::only(
@@ -443,7 +533,8 @@ async fn debit(app: &App, id: &str, body: &[u8]) -> Answer {
     mutate(app, &id, cmd, dry_run, wait(app, &obj)?, StatusCode::OK).await
 }
 
-async fn batch(app: &App, body: &[u8]) -> Answer {
+async fn batch(app: &App, pairs: &[(String, String)], body: &[u8]) -> Answer {
+    only_params(pairs, &[])?;
     let obj = dto::parse_object(body)?;
     dto::only(&obj, &["debits"])?;
     let items = match obj.get("debits") {
@@ -509,14 +600,16 @@ async fn batch(app: &App, body: &[u8]) -> Answer {
             },
             Err(e) => Err(e),
         };
+        // `code` is the HTTP status the single request would have had; a debit's own
+        // `status` (the account's, active or paused) stays what it is in that answer.
         results.push(match r {
-            Ok((status, mut v)) => {
-                v["status"] = json!(status.as_u16());
+            Ok((code, mut v)) => {
+                v["code"] = json!(code.as_u16());
                 v
             }
             Err(e) => {
                 let mut v = e.body();
-                v["status"] = json!(e.status.as_u16());
+                v["code"] = json!(e.status.as_u16());
                 v
             }
         });
@@ -524,7 +617,8 @@ async fn batch(app: &App, body: &[u8]) -> Answer {
     Ok((StatusCode::OK, json!({ "results": results })))
 }
 
-async fn hold(app: &App, id: &str, body: &[u8]) -> Answer {
+async fn hold(app: &App, id: &str, pairs: &[(String, String)], body: &[u8]) -> Answer {
+    only_params(pairs, &[])?;
     let id = dto::account_id(id, &app.config.limits)?;
     let obj = dto::parse_object(body)?;
     dto::only(
@@ -549,7 +643,15 @@ async fn hold(app: &App, id: &str, body: &[u8]) -> Answer {
     mutate(app, &id, cmd, false, wait(app, &obj)?, StatusCode::CREATED).await
 }
 
-async fn close_hold(app: &App, id: &str, hold: &str, capture: bool, body: &[u8]) -> Answer {
+async fn close_hold(
+    app: &App,
+    id: &str,
+    hold: &str,
+    capture: bool,
+    pairs: &[(String, String)],
+    body: &[u8],
+) -> Answer {
+    only_params(pairs, &[])?;
     let id = dto::account_id(id, &app.config.limits)?;
     let hold_id = dto::hold_id(hold).ok_or_else(|| {
         ApiError::new(
@@ -566,7 +668,7 @@ async fn close_hold(app: &App, id: &str, hold: &str, capture: bool, body: &[u8])
     };
     let cmd = if capture {
         dto::only(&obj, &["credits", "idempotency_key"])?;
-        let credits = dto::opt_u64(&obj, "credits", 0, u64::MAX)?.map(Credits);
+        let credits = dto::opt_u64(&obj, "credits", 0, Credits::MAX.get())?.map(Credits);
         Command::Capture {
             hold_id,
             credits,
@@ -582,7 +684,8 @@ async fn close_hold(app: &App, id: &str, hold: &str, capture: bool, body: &[u8])
     mutate(app, &id, cmd, false, Duration::ZERO, StatusCode::OK).await
 }
 
-async fn plan(app: &App, id: &str, body: &[u8]) -> Answer {
+async fn plan(app: &App, id: &str, pairs: &[(String, String)], body: &[u8]) -> Answer {
+    only_params(pairs, &[])?;
     let id = dto::account_id(id, &app.config.limits)?;
     let obj = dto::parse_object(body)?;
     dto::only(&obj, &["plan", "idempotency_key"])?;
@@ -594,7 +697,8 @@ async fn plan(app: &App, id: &str, body: &[u8]) -> Answer {
     mutate(app, &id, cmd, false, Duration::ZERO, StatusCode::OK).await
 }
 
-async fn purchase(app: &App, id: &str, body: &[u8]) -> Answer {
+async fn purchase(app: &App, id: &str, pairs: &[(String, String)], body: &[u8]) -> Answer {
+    only_params(pairs, &[])?;
     let id = dto::account_id(id, &app.config.limits)?;
     let obj = dto::parse_object(body)?;
     dto::only(&obj, &["pack", "payment_ref"])?;
@@ -615,7 +719,8 @@ async fn purchase(app: &App, id: &str, body: &[u8]) -> Answer {
     .await
 }
 
-async fn grant(app: &App, id: &str, body: &[u8]) -> Answer {
+async fn grant(app: &App, id: &str, pairs: &[(String, String)], body: &[u8]) -> Answer {
+    only_params(pairs, &[])?;
     let id = dto::account_id(id, &app.config.limits)?;
     let obj = dto::parse_object(body)?;
     dto::only(&obj, &["bucket", "credits", "reason", "idempotency_key"])?;
@@ -626,7 +731,7 @@ async fn grant(app: &App, id: &str, body: &[u8]) -> Answer {
             format!("unknown bucket {bucket_name:?}; expected monthly, free or packs"),
         )
     })?;
-    let credits = dto::opt_u64(&obj, "credits", 1, u64::MAX)?
+    let credits = dto::opt_u64(&obj, "credits", 1, Credits::MAX.get())?
         .ok_or_else(|| ApiError::invalid("credits", "credits is required"))?;
     let limits = &app.config.limits;
     let cmd = Command::Grant {
@@ -638,32 +743,11 @@ async fn grant(app: &App, id: &str, body: &[u8]) -> Answer {
     mutate(app, &id, cmd, false, Duration::ZERO, StatusCode::OK).await
 }
 
-/// `a=1&b=2` into pairs, percent-decoded; a malformed escape is a 400.
+/// `a=1&b=2` into pairs, percent-decoded; a malformed escape is a 400, and so is a
+/// parameter given twice (which of the two would count is nobody's guess).
 pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
-    fn decode(s: &str) -> Option<String> {
-        let b = s.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            match b[i] {
-                b'%' => {
-                    let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                    out.push(u8::from_str_radix(hex, 16).ok()?);
-                    i += 3;
-                }
-                b'+' => {
-                    out.push(b' ');
-                    i += 1;
-                }
-                c => {
-                    out.push(c);
-                    i += 1;
-                }
-            }
-        }
-        String::from_utf8(out).ok()
-    }
-    query
+    let decode = |s: &str| route::percent_decode(s, true);
+    let pairs: Vec<(String, String)> = query
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
@@ -676,7 +760,16 @@ pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
                 )),
             }
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    for (i, (k, _)) in pairs.iter().enumerate() {
+        if pairs[..i].iter().any(|(j, _)| j == k) {
+            return Err(ApiError::invalid(
+                k,
+                format!("parameter {k:?} is given twice"),
+            ));
+        }
+    }
+    Ok(pairs)
 }
 
 pub fn query_u64(
@@ -699,6 +792,10 @@ pub fn query_u64(
 
 pub(crate) fn only_params(pairs: &[(String, String)], allowed: &[&str]) -> Result<(), ApiError> {
     match pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+        Some((k, _)) if allowed.is_empty() => Err(ApiError::invalid(
+            k,
+            format!("unknown parameter {k:?}; this route takes no query parameters"),
+        )),
         Some((k, _)) => Err(ApiError::invalid(
             k,
             format!(
@@ -713,13 +810,12 @@ pub(crate) fn only_params(pairs: &[(String, String)], allowed: &[&str]) -> Resul
 const LEDGER_LIMIT_DEFAULT: u64 = 50;
 const LEDGER_LIMIT_MAX: u64 = 500;
 
-async fn ledger(app: &App, id: &str, query: &str) -> Answer {
+async fn ledger(app: &App, id: &str, pairs: &[(String, String)]) -> Answer {
     let id = dto::account_id(id, &app.config.limits)?;
-    let pairs = query_pairs(query)?;
-    only_params(&pairs, &["limit", "before"])?;
+    only_params(pairs, &["limit", "before"])?;
     let limit =
-        query_u64(&pairs, "limit", 1, LEDGER_LIMIT_MAX)?.unwrap_or(LEDGER_LIMIT_DEFAULT) as usize;
-    let before = query_u64(&pairs, "before", 1, u64::MAX)?;
+        query_u64(pairs, "limit", 1, LEDGER_LIMIT_MAX)?.unwrap_or(LEDGER_LIMIT_DEFAULT) as usize;
+    let before = query_u64(pairs, "before", 1, u64::MAX)?;
     // Through the actor: 404 for an unknown account, and the seq it has reached.
     let Outcome::View(acct) = ask(app, &id, |reply| Msg::Get { reply }).await? else {
         unreachable!("Get answers a view")
@@ -740,35 +836,19 @@ async fn ledger(app: &App, id: &str, query: &str) -> Answer {
             .map(|b| (b.balances, b.held())),
         _ => None,
     };
-    let mut entries = Vec::with_capacity(limit);
-    for (i, ev) in events.iter().take(limit).enumerate() {
-        let prev = events
-            .get(i + 1)
-            .map(|p| (p.after, p.held_after))
-            .or(base)
-            .unwrap_or_default();
-        let mut o = serde_json::Map::new();
-        o.insert("seq".into(), json!(ev.seq));
-        o.insert("time".into(), json!(ev.at.to_rfc3339()));
-        o.insert("kind".into(), json!(ev.body.kind()));
-        dto::entry_fields(&mut o, &ev.body);
-        let d = |a: Credits, b: Credits| a.get() as i128 - b.get() as i128;
-        o.insert(
-            "change".into(),
-            json!({
-                "monthly": d(ev.after.monthly, prev.0.monthly),
-                "free": d(ev.after.free, prev.0.free),
-                "packs": d(ev.after.packs, prev.0.packs),
-                "held": d(ev.held_after, prev.1),
-            }),
-        );
-        o.insert("balance_after".into(), json!({
-            "monthly": ev.after.monthly.get(), "free": ev.after.free.get(), "packs": ev.after.packs.get(),
-            "held": ev.held_after.get(), "available": ev.after.total().get(),
-        }));
-        o.insert("alerts".into(), dto::alerts(ev));
-        entries.push(Value::Object(o));
-    }
+    let entries: Vec<Value> = events
+        .iter()
+        .take(limit)
+        .enumerate()
+        .map(|(i, ev)| {
+            let prev = events
+                .get(i + 1)
+                .map(|p| (p.after, p.held_after))
+                .or(base)
+                .unwrap_or_default();
+            dto::ledger_entry(ev, prev)
+        })
+        .collect();
     let next = match events.get(limit.saturating_sub(1)) {
         Some(last) if events.len() > limit && entries.len() == limit => json!(last.seq.to_string()),
         _ => Value::Null,
@@ -779,19 +859,14 @@ async fn ledger(app: &App, id: &str, query: &str) -> Answer {
 const EVENTS_LIMIT_DEFAULT: u64 = 100;
 const EVENTS_LIMIT_MAX: u64 = 1000;
 
-async fn events(app: &App, query: &str) -> Answer {
-    let pairs = query_pairs(query)?;
-    only_params(&pairs, &["after", "limit", "wait_seconds"])?;
-    let after = query_u64(&pairs, "after", 0, u64::MAX)?.unwrap_or(0);
+async fn events(app: &App, pairs: &[(String, String)]) -> Answer {
+    only_params(pairs, &["after", "limit", "wait_seconds"])?;
+    // The cursor is opaque to clients: today the decimal id of the last event seen.
+    let after = query_u64(pairs, "after", 0, u64::MAX)?.unwrap_or(0);
     let limit =
-        query_u64(&pairs, "limit", 1, EVENTS_LIMIT_MAX)?.unwrap_or(EVENTS_LIMIT_DEFAULT) as usize;
-    let wait = query_u64(
-        &pairs,
-        "wait_seconds",
-        0,
-        app.config.limits.wait_seconds_max,
-    )?
-    .unwrap_or(0);
+        query_u64(pairs, "limit", 1, EVENTS_LIMIT_MAX)?.unwrap_or(EVENTS_LIMIT_DEFAULT) as usize;
+    let wait =
+        query_u64(pairs, "wait_seconds", 0, app.config.limits.wait_seconds_max)?.unwrap_or(0);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     let mut durable = app.registry.services().journal.feed_durable();
     loop {
@@ -801,7 +876,9 @@ async fn events(app: &App, query: &str) -> Answer {
             .feed_after(after, below, limit)
             .map_err(|e| ApiError::from(ActorError::from(e)))?;
         if !entries.is_empty() || tokio::time::Instant::now() >= deadline {
-            let next = entries.last().map(|e| json!(e.id)).unwrap_or(Value::Null);
+            // Always the cursor to ask with next: past the last event, or where the
+            // client already was when nothing new arrived.
+            let next = entries.last().map_or(after, |e| e.id).to_string();
             let events: Vec<Value> = entries.iter().map(dto::feed_entry).collect();
             return Ok((StatusCode::OK, json!({ "events": events, "next": next })));
         }

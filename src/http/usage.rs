@@ -8,13 +8,13 @@ use serde_json::{json, Map, Value};
 
 use super::dto;
 use super::error::ApiError;
-use super::routes::{ask, only_params, query_pairs};
+use super::routes::{ask, only_params};
 use super::App;
 use crate::actor::{Msg, Outcome};
 use crate::domain::account::smallest_plan_covering;
 use crate::domain::time::add_months;
 use crate::domain::usage::{self, Granularity, UsageCell, DAY_MS};
-use crate::domain::{Account, Ts};
+use crate::domain::{Account, Pricing, Ts};
 
 type Answer = Result<(StatusCode, Value), ApiError>;
 
@@ -35,10 +35,9 @@ fn cell(c: &UsageCell) -> Value {
     json!({ "count": c.count, "credits": c.credits.get() })
 }
 
-pub async fn usage(app: &App, id: &str, query: &str) -> Answer {
+pub async fn usage(app: &App, id: &str, pairs: &[(String, String)]) -> Answer {
     let id = dto::account_id(id, &app.config.limits)?;
-    let pairs = query_pairs(query)?;
-    only_params(&pairs, &["from", "to", "granularity"])?;
+    only_params(pairs, &["from", "to", "granularity"])?;
     let param = |name: &str| {
         pairs
             .iter()
@@ -71,26 +70,12 @@ pub async fn usage(app: &App, id: &str, query: &str) -> Answer {
         return Err(ApiError::invalid("from", "from must be before to"));
     }
     let acct = account(app, &id).await?;
-    let periods =
-        usage::report(&acct.usage, from, to, granularity, USAGE_PERIODS_MAX).map_err(|max| {
-            ApiError::invalid(
-                "from",
-                format!("the range from..to spans more than {max} periods"),
-            )
-        })?;
-    let periods: Vec<Value> = periods
-        .iter()
-        .map(|p| {
-            let total = p.total();
-            json!({
-                "start": p.start.to_rfc3339(),
-                "end": p.end.to_rfc3339(),
-                "count": total.count,
-                "credits": total.credits.get(),
-                "operations": p.operations.iter().map(|(op, c)| (op.clone(), cell(c))).collect::<Map<_, _>>(),
-            })
-        })
-        .collect();
+    let periods = usage_periods(&acct, from, to, granularity).map_err(|max| {
+        ApiError::invalid(
+            "from",
+            format!("the range from..to spans more than {max} periods"),
+        )
+    })?;
     Ok((
         StatusCode::OK,
         json!({
@@ -108,13 +93,21 @@ fn rate(r: usage::BurnRate) -> f64 {
     (r.per_day() * 1000.0).round() / 1000.0
 }
 
-pub async fn forecast(app: &App, id: &str, query: &str) -> Answer {
+pub async fn forecast(app: &App, id: &str, pairs: &[(String, String)]) -> Answer {
     let id = dto::account_id(id, &app.config.limits)?;
-    only_params(&query_pairs(query)?, &[])?;
+    only_params(pairs, &[])?;
     let acct = account(app, &id).await?;
     let now: Ts = app.registry.services().clock.now();
+    Ok((
+        StatusCode::OK,
+        forecast_view(&acct, now, &app.registry.services().pricing),
+    ))
+}
+
+/// The forecast of `acct` at `now`: a pure function of the state, total for every state
+/// the API can reach (a property test renders it for random histories).
+pub fn forecast_view(acct: &Account, now: Ts, pricing: &Pricing) -> Value {
     let f = usage::forecast(&acct.usage, now, acct.available());
-    let pricing = &app.registry.services().pricing;
     let last_period = acct.usage.last_period_credits.map(|credits| {
         json!({
             "start": add_months(acct.anchor, acct.period - 1).to_rfc3339(),
@@ -126,22 +119,42 @@ pub async fn forecast(app: &App, id: &str, query: &str) -> Answer {
         .usage
         .last_period_credits
         .and_then(|c| smallest_plan_covering(pricing, c));
-    Ok((
-        StatusCode::OK,
-        json!({
-            "account": id,
-            "as_of": now.to_rfc3339(),
-            "available": acct.available().get(),
-            "burn_rate_7d": rate(f.burn_7d),
-            "burn_rate_30d": rate(f.burn_30d),
-            "credits_7d": f.burn_7d.credits.get(),
-            "credits_30d": f.burn_30d.credits.get(),
-            "window_7d_start": now.plus_millis(-f.burn_7d.window_ms).to_rfc3339(),
-            "window_30d_start": now.plus_millis(-f.burn_30d.window_ms).to_rfc3339(),
-            "projected_exhaustion_at": f.exhaustion_at.map(|t| t.to_rfc3339()),
-            "plan": acct.plan,
-            "last_period": last_period,
-            "suggested_plan": suggested,
-        }),
-    ))
+    json!({
+        "account": acct.id,
+        "as_of": now.to_rfc3339(),
+        "available": acct.available().get(),
+        "burn_rate_7d": rate(f.burn_7d),
+        "burn_rate_30d": rate(f.burn_30d),
+        "credits_7d": f.burn_7d.credits.get(),
+        "credits_30d": f.burn_30d.credits.get(),
+        "window_7d_start": now.plus_millis(-f.burn_7d.window_ms).to_rfc3339(),
+        "window_30d_start": now.plus_millis(-f.burn_30d.window_ms).to_rfc3339(),
+        "projected_exhaustion_at": f.exhaustion_at.map(|t| t.to_rfc3339()),
+        "plan": acct.plan,
+        "last_period": last_period,
+        "suggested_plan": suggested,
+    })
+}
+
+/// The usage periods of `acct` over `[from, to)`, or the bound they would exceed.
+pub fn usage_periods(
+    acct: &Account,
+    from: Ts,
+    to: Ts,
+    granularity: Granularity,
+) -> Result<Vec<Value>, usize> {
+    let periods = usage::report(&acct.usage, from, to, granularity, USAGE_PERIODS_MAX)?;
+    Ok(periods
+        .iter()
+        .map(|p| {
+            let total = p.total();
+            json!({
+                "start": p.start.to_rfc3339(),
+                "end": p.end.to_rfc3339(),
+                "count": total.count,
+                "credits": total.credits.get(),
+                "operations": p.operations.iter().map(|(op, c)| (op.clone(), cell(c))).collect::<Map<_, _>>(),
+            })
+        })
+        .collect())
 }

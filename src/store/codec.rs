@@ -4,15 +4,29 @@
 
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::domain::{Account, Event};
+
 use super::StorageError;
 
-/// Version of every record type written today. A future layout gets a new byte and an
-/// explicit conversion from this one, so the disk can evolve apart from the domain.
+/// The first record layout, still written for every type but events.
 pub const FORMAT_V1: u8 = 1;
+/// Events since capture entries carry their hold's operation and quantity.
+pub const FORMAT_V2: u8 = 2;
 
-pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+/// A type stored in a record: the version it is written in today, and how it reads the
+/// layouts it was written in before (`legacy.rs`), so data of earlier releases opens.
+pub trait Record: Serialize + DeserializeOwned {
+    const VERSION: u8 = FORMAT_V1;
+    /// Decodes the postcard bytes of an older `version`; `None` if there never was one.
+    fn decode_older(version: u8, bytes: &[u8]) -> Option<postcard::Result<Self>> {
+        let _ = (version, bytes);
+        None
+    }
+}
+
+pub fn encode<T: Record>(value: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
-    out.push(FORMAT_V1);
+    out.push(T::VERSION);
     let out =
         postcard::to_extend(value, out).expect("invariant: in-memory values always serialize");
     with_crc(out)
@@ -24,7 +38,7 @@ fn with_crc(mut out: Vec<u8>) -> Vec<u8> {
     out
 }
 
-pub fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StorageError> {
+pub fn decode<T: Record>(key: &[u8], bytes: &[u8]) -> Result<T, StorageError> {
     let corrupt = |reason: String| StorageError::Corrupt {
         key: display_key(key),
         reason,
@@ -43,12 +57,30 @@ pub fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, Storag
             "checksum mismatch (stored {expected:08x}, computed {actual:08x})"
         )));
     }
-    match body[0] {
-        FORMAT_V1 => postcard::from_bytes(&body[1..])
-            .map_err(|e| corrupt(format!("undecodable v1 record: {e}"))),
-        v => Err(corrupt(format!("unknown record format version {v}"))),
+    let v = body[0];
+    let decoded = if v == T::VERSION {
+        postcard::from_bytes(&body[1..])
+    } else {
+        match T::decode_older(v, &body[1..]) {
+            Some(r) => r,
+            None => return Err(corrupt(format!("unknown record format version {v}"))),
+        }
+    };
+    decoded.map_err(|e| corrupt(format!("undecodable v{v} record: {e}")))
+}
+
+impl Record for Event {
+    const VERSION: u8 = FORMAT_V2;
+    fn decode_older(version: u8, bytes: &[u8]) -> Option<postcard::Result<Self>> {
+        (version == FORMAT_V1)
+            .then(|| postcard::from_bytes::<super::legacy::EventV1>(bytes).map(Event::from))
     }
 }
+impl Record for Account {}
+impl Record for super::IdemRecord {}
+impl Record for super::FeedEntry {}
+impl Record for super::BookTotals {}
+impl Record for u64 {}
 
 /// A key as people read it: printable bytes as they are, others as `\xNN`, so a log line
 /// names the account and sequence of a bad record.
@@ -101,6 +133,7 @@ mod tests {
             .contains("shorter"));
         let mut v2 = encode(&42u64);
         v2[0] = 9;
+        assert_eq!(FORMAT_V1, 1);
         let v2 = with_crc(v2[..v2.len() - 4].to_vec());
         assert!(decode::<u64>(b"k", &v2)
             .unwrap_err()

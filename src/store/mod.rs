@@ -12,6 +12,7 @@
 
 pub mod codec;
 pub mod journal;
+pub mod legacy;
 pub mod overlay;
 pub mod sled_store;
 pub mod totals;
@@ -30,6 +31,9 @@ pub enum StorageError {
     Io(String),
     /// A record failed its checksum, version or decoding. Reported, never skipped.
     Corrupt { key: String, reason: String },
+    /// Another process holds the data directory's lock (a second daemon, or an audit
+    /// run while the daemon serves). Nothing was opened or changed.
+    Locked { path: String },
 }
 
 impl std::fmt::Display for StorageError {
@@ -39,6 +43,10 @@ impl std::fmt::Display for StorageError {
             StorageError::Corrupt { key, reason } => {
                 write!(f, "corrupt record at key {key}: {reason}")
             }
+            StorageError::Locked { path } => write!(
+                f,
+                "the data directory is in use: another process holds the lock on {path}"
+            ),
         }
     }
 }
@@ -102,6 +110,17 @@ pub trait Store: Send + Sync + 'static {
     fn prune_idempotency(&self, cutoff: Ts) -> Result<u64, StorageError>;
     /// Every account that has a snapshot (every account: creation writes one).
     fn accounts(&self) -> Result<Vec<String>, StorageError>;
+    /// Up to `limit` account ids after `after` (exclusive), in byte order.
+    fn accounts_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut ids = self.accounts()?;
+        ids.retain(|id| after.map_or(true, |a| id.as_str() > a));
+        ids.truncate(limit);
+        Ok(ids)
+    }
     /// Drops a stale entry of the wake-up index.
     fn remove_wakeup(&self, account: &str, at: Ts) -> Result<(), StorageError>;
     /// Accounts whose next reset or hold expiry is at or before `now`.

@@ -135,6 +135,11 @@ impl SledStore {
                 {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    return Err(StorageError::Locked {
+                        path: dir.join("db").display().to_string(),
+                    })
+                }
                 other => break other?,
             }
         };
@@ -192,10 +197,7 @@ impl SledStore {
         Ok(store)
     }
 
-    fn get_decoded<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &[u8],
-    ) -> Result<Option<T>, StorageError> {
+    fn get_decoded<T: super::codec::Record>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
         match self.overlay.get(key)? {
             Some(v) => decode(key, &v).map(Some),
             None => Ok(None),
@@ -203,7 +205,7 @@ impl SledStore {
     }
 
     /// Decodes up to `limit` records in a key range (descending with `rev`).
-    fn decode_range<T: serde::de::DeserializeOwned>(
+    fn decode_range<T: super::codec::Record>(
         &self,
         range: (Bound<Vec<u8>>, Bound<Vec<u8>>),
         rev: bool,
@@ -419,6 +421,26 @@ impl Store for SledStore {
             out.push(String::from_utf8_lossy(&k[1..]).into_owned());
             Ok(true)
         })?;
+        Ok(out)
+    }
+
+    fn accounts_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        let (lo, hi) = prefix(SNAPSHOT);
+        let lo = match after {
+            Some(a) => Bound::Excluded(snapshot_key(a)),
+            None => lo,
+        };
+        let mut out = Vec::new();
+        if limit > 0 {
+            self.overlay.scan(lo, hi, false, |k, _| {
+                out.push(String::from_utf8_lossy(&k[1..]).into_owned());
+                Ok(out.len() < limit)
+            })?;
+        }
         Ok(out)
     }
 

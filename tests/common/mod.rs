@@ -42,7 +42,12 @@ impl Daemon {
         Daemon::start_prepared(extra, &[], prepare)
     }
 
-    fn start_prepared(extra: &str, env: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> Daemon {
+    /// `start_with` and `start_with_env` together.
+    pub fn start_prepared(
+        extra: &str,
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&Path),
+    ) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, extra).expect("writing config");
@@ -130,6 +135,12 @@ impl Daemon {
                 )
             });
         self.child = Some(child);
+    }
+
+    /// Sets an environment variable for the next (re)start, e.g. `CREDITSD_TEST_NOW`.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
     }
 
     pub fn pid(&self) -> u32 {
@@ -354,6 +365,15 @@ impl Drop for Daemon {
     }
 }
 
+/// An anchor (RFC 3339) whose billing period ends exactly `secs` (seconds since the epoch),
+/// computed with the daemon's own calendar: one calendar month back is not always right
+/// (from the 31st it lands on a clamped day whose period ends weeks later).
+pub fn anchor_resetting_at(secs: i64) -> String {
+    let (anchor, _) =
+        creditsd::domain::time::anchor_for_boundary(creditsd::domain::Ts(secs * 1000));
+    anchor.to_rfc3339()
+}
+
 /// Seconds since the epoch as RFC 3339 (UTC), without pulling a date crate into tests.
 pub fn time_rfc3339(secs: i64) -> String {
     let days = secs.div_euclid(86400);
@@ -375,4 +395,21 @@ pub fn time_rfc3339(secs: i64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// Replaces `to`'s contents with a copy of `from`'s.
+pub fn copy_dir(from: &Path, to: &Path) {
+    if to.exists() {
+        std::fs::remove_dir_all(to).unwrap();
+    }
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }

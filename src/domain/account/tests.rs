@@ -367,7 +367,19 @@ fn overflowing_grants_are_refused() {
         b.run(grant(u64::MAX), t0).unwrap_err(),
         Refusal::Overflow { field: "credits" }
     );
-    b.run(grant(u64::MAX - 50), t0).unwrap();
+    // Every balance stays at most 2^53 - 1, with room for the largest plan's reset
+    // (agency, 500): 50 free credits leave room for MAX - 550.
+    let room = Credits::MAX.get() - 500 - 50;
+    assert_eq!(
+        b.run(grant(room + 1), t0).unwrap_err(),
+        Refusal::Overflow { field: "credits" }
+    );
+    b.run(grant(room), t0).unwrap();
+    assert_eq!(b.acct.available().get(), Credits::MAX.get() - 500);
+    assert_eq!(
+        b.run(grant(1), t0).unwrap_err(),
+        Refusal::Overflow { field: "credits" }
+    );
 }
 
 // ---- property tests ----
@@ -629,5 +641,41 @@ proptest! {
             },
         )?;
         prop_assert_eq!(&b.replay(b.log.len()).usage, &b.acct.usage);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Every event's alerts follow the rule, checked against the state before it: a
+    /// threshold fires when remaining % reaches it while armed; it re-arms when remaining %
+    /// rises above it through credits added (creation, purchase, grant, upgrade, reset),
+    /// never through credits coming back from a hold, except 0 (exhaustion), which any
+    /// rise above 0 re-arms.
+    #[test]
+    fn alerts_fire_once_and_rearm_only_on_credits_added(
+        plan in 0u8..4,
+        steps in proptest::collection::vec(step(), 1..120),
+    ) {
+        let b = play(plan, &steps, |b, _, cmd, now| { let _ = b.run(cmd, now); Ok(()) }, |_, _| Ok(()))?;
+        let thresholds = b.pricing.thresholds.clone();
+        let mut before = Account::empty("acct-1");
+        for ev in &b.log {
+            let mut after = before.clone();
+            after.apply(ev);
+            for &t in &thresholds {
+                let bit = 1u128 << t;
+                let armed = before.alerts_fired & bit == 0;
+                let below = alerts::at_or_below(after.available(), after.period_budget, t);
+                let fires = below && armed;
+                let rearms = !below && !armed && (ev.body.adds_credits() || t == 0);
+                prop_assert_eq!(ev.alerts.fired & bit != 0, fires, "seq {} threshold {}: {:?}", ev.seq, t, ev.body);
+                prop_assert_eq!(ev.alerts.rearmed & bit != 0, rearms, "seq {} threshold {}: {:?}", ev.seq, t, ev.body);
+                if matches!(ev.body, EventBody::HoldReleased { .. } | EventBody::HoldCaptured { .. }) && t > 0 {
+                    prop_assert!(ev.alerts.rearmed & bit == 0, "a hold's credits re-armed {}", t);
+                }
+            }
+            before = after;
+        }
     }
 }
