@@ -385,3 +385,35 @@ fn the_openapi_document_is_served_without_a_token() {
         assert!(v["paths"].get(path).is_some(), "{path} is not described");
     }
 }
+
+/// "13 months" of history are at least 393 days (12 months are a year, and the shortest
+/// month adds 28 days), not 13 × 28 = 364: a 380-day idempotency TTL fits inside them.
+#[test]
+fn retention_in_months_is_measured_in_calendar_months() {
+    let tmp = tempfile::tempdir().unwrap();
+    let check = |ttl_days: u64| {
+        let path = tmp.path().join(format!("c{ttl_days}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[storage]\nidempotency_ttl_seconds = {}\n[history]\nretention = \"13 months\"\n",
+                ttl_days * 86_400
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = check(380);
+    assert!(ok, "{err}");
+    let (ok, err) = check(394);
+    assert!(!ok);
+    assert!(err.contains("history.retention"), "{err}");
+}
