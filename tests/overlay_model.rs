@@ -25,7 +25,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use creditsd::store::kv::{Kv, KvIter};
 use creditsd::store::overlay::{Entry, Overlay, Tuning, Value, GROUP};
+use creditsd::store::StorageError;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -170,6 +172,39 @@ fn entries<'a>(it: impl Iterator<Item = (&'a Vec<u8>, &'a Vec<u8>)>) -> Vec<Entr
     it.map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
+/// The overlay over this test's own sled database, which the test flushes and copies.
+struct DbKv(sled::Db);
+
+impl Kv for DbKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.0.get(key)?.map(|v| v.to_vec()))
+    }
+    fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.0.insert(key, value)?;
+        Ok(())
+    }
+    fn remove(&self, key: &[u8]) -> Result<(), StorageError> {
+        self.0.remove(key)?;
+        Ok(())
+    }
+    fn range(&self, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>, rev: bool) -> KvIter<'_> {
+        let it = self.0.range::<Vec<u8>, _>((lo, hi));
+        let conv = |kv: sled::Result<(sled::IVec, sled::IVec)>| {
+            kv.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(StorageError::from)
+        };
+        if rev {
+            Box::new(it.rev().map(conv))
+        } else {
+            Box::new(it.map(conv))
+        }
+    }
+    fn sync(&self) -> Result<(), StorageError> {
+        self.0.flush()?;
+        Ok(())
+    }
+}
+
 fn group_records(db: &sled::Db) -> usize {
     db.scan_prefix([GROUP]).count()
 }
@@ -261,7 +296,7 @@ fn open_db(dir: &Path) -> sled::Db {
 fn open(dir: &Path, tuning: Tuning) -> Result<(sled::Db, Arc<Overlay>), TestCaseError> {
     let db = open_db(dir);
     let records = group_records(&db);
-    let (overlay, replayed) = Overlay::recover(&db, tuning).unwrap();
+    let (overlay, replayed) = Overlay::recover(Arc::new(DbKv(db.clone())), tuning).unwrap();
     prop_assert_eq!(replayed, records, "replayed group records");
     prop_assert_eq!(group_records(&db), 0, "group records left after recovery");
     db.flush().unwrap();
@@ -398,7 +433,7 @@ fn recovery_replays_the_groups_a_checkpoint_did_not_reach() {
     };
     let dir = tempfile::tempdir().unwrap();
     let db = open_db(dir.path());
-    let (overlay, replayed) = Overlay::recover(&db, tuning).unwrap();
+    let (overlay, replayed) = Overlay::recover(Arc::new(DbKv(db.clone())), tuning).unwrap();
     assert_eq!(replayed, 0);
 
     let sync = |overlay: &Overlay| {
@@ -442,7 +477,7 @@ fn recovery_replays_the_groups_a_checkpoint_did_not_reach() {
     drop(overlay);
     drop(db);
     let db = open_db(dir.path());
-    let (overlay, replayed) = Overlay::recover(&db, tuning).unwrap();
+    let (overlay, replayed) = Overlay::recover(Arc::new(DbKv(db.clone())), tuning).unwrap();
     assert_eq!(replayed, 3, "groups 2, 3 and 4");
     assert_eq!(group_records(&db), 0);
 

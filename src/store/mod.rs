@@ -12,6 +12,7 @@
 
 pub mod codec;
 pub mod journal;
+pub mod kv;
 pub mod legacy;
 pub mod overlay;
 pub mod sled_store;

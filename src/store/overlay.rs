@@ -29,9 +29,8 @@ use std::ops::Bound;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use sled::Db;
-
 use super::codec::{display_key, FORMAT_V1};
+use super::kv::{scan_prefix, Kv};
 use super::StorageError;
 
 /// A key's new value, or `None` when the write deletes it.
@@ -144,7 +143,7 @@ struct Groups {
 }
 
 pub struct Overlay {
-    db: Db,
+    kv: Arc<dyn Kv>,
     tuning: Tuning,
     state: Mutex<State>,
     /// Wakes the checkpointer (a layer is ready, or stop) and a writer waiting for room.
@@ -225,18 +224,19 @@ fn decode_group(key: &[u8], bytes: &[u8]) -> Result<Vec<(Vec<u8>, Value)>, Stora
 impl Overlay {
     /// Replays the group records a previous run left (oldest first) onto their keys and
     /// deletes them; the caller flushes. Answers the overlay, ready to take writes.
-    pub fn recover(db: &Db, tuning: Tuning) -> Result<(Arc<Overlay>, usize), StorageError> {
+    pub fn recover(kv: Arc<dyn Kv>, tuning: Tuning) -> Result<(Arc<Overlay>, usize), StorageError> {
         let mut replayed = 0;
         let mut last = None;
-        for kv in db.scan_prefix([GROUP]) {
-            let (k, v) = kv?;
+        let records: Vec<(Vec<u8>, Vec<u8>)> =
+            scan_prefix(&*kv, &[GROUP]).collect::<Result<_, _>>()?;
+        for (k, v) in records {
             for (key, value) in decode_group(&k, &v)? {
                 match value {
-                    Some(v) => db.insert(key, v)?,
-                    None => db.remove(key)?,
+                    Some(v) => kv.insert(&key, &v)?,
+                    None => kv.remove(&key)?,
                 };
             }
-            db.remove(&k)?;
+            kv.remove(&k)?;
             replayed += 1;
             last = Some(u64::from_be_bytes(k[1..9].try_into().map_err(|_| {
                 StorageError::Corrupt {
@@ -247,7 +247,7 @@ impl Overlay {
         }
         let next = last.map_or(0, |g| g + 1);
         let overlay = Arc::new(Overlay {
-            db: db.clone(),
+            kv,
             tuning,
             state: Mutex::new(State {
                 active: Map::new(),
@@ -278,7 +278,7 @@ impl Overlay {
         let mut s = lock(&self.state);
         let current = match layered(&s, key) {
             Some(v) => v,
-            None => self.db.get(key)?.map(|v| v.to_vec()),
+            None => self.kv.get(key)?,
         };
         if current.as_deref() != Some(expected) {
             return Ok(false);
@@ -293,7 +293,7 @@ impl Overlay {
         if let Some(v) = layered(&lock(&self.state), key) {
             return Ok(v);
         }
-        Ok(self.db.get(key)?.map(|v| v.to_vec()))
+        self.kv.get(key)
     }
 
     /// Up to `limit` live keys in `lo..hi` (ascending, or descending with `rev`), the
@@ -338,13 +338,12 @@ impl Overlay {
                 }
             }
         }
-        let sled_iter = self.db.range::<Vec<u8>, _>((lo, hi));
-        let (mut sled_iter, mut over): (Box<dyn Iterator<Item = _>>, Box<dyn Iterator<Item = _>>) =
-            if rev {
-                (Box::new(sled_iter.rev()), Box::new(over.into_iter().rev()))
-            } else {
-                (Box::new(sled_iter), Box::new(over.into_iter()))
-            };
+        let mut sled_iter = self.kv.range(lo, hi, rev);
+        let mut over: Box<dyn Iterator<Item = _>> = if rev {
+            Box::new(over.into_iter().rev())
+        } else {
+            Box::new(over.into_iter())
+        };
         let before = |a: &[u8], b: &[u8]| if rev { a > b } else { a < b };
         let mut s_next = sled_iter.next().transpose()?;
         let mut o_next = over.next();
@@ -354,7 +353,7 @@ impl Overlay {
                 (Some(_), None) => false,
                 (None, Some(_)) => true,
                 (Some((sk, _)), Some((ok, _))) => {
-                    if sk.as_ref() == ok.as_slice() {
+                    if sk.as_slice() == ok.as_slice() {
                         // The overlay's write is newer: it shadows sled's value.
                         s_next = sled_iter.next().transpose()?;
                         true
@@ -373,7 +372,7 @@ impl Overlay {
             } else {
                 let (k, v) = s_next.take().expect("checked");
                 s_next = sled_iter.next().transpose()?;
-                visit(k.to_vec(), v.to_vec())?
+                visit(k, v)?
             };
             if !more {
                 return Ok(());
@@ -427,7 +426,7 @@ impl Overlay {
             (ops, parts, froze)
         };
         for part in parts {
-            self.db.insert(group_key(g.next), frame(&ops[part]))?;
+            self.kv.insert(&group_key(g.next), &frame(&ops[part]))?;
             g.next += 1;
         }
         if froze {
@@ -470,14 +469,14 @@ impl Overlay {
             let started = Instant::now();
             for (key, value) in &layer.map {
                 match value {
-                    Some(v) => self.db.insert(key.as_slice(), v.as_slice())?,
-                    None => self.db.remove(key.as_slice())?,
+                    Some(v) => self.kv.insert(key, v)?,
+                    None => self.kv.remove(key)?,
                 };
             }
             // After its keys: sled keeps a prefix of its writes, so a record is never gone
             // while a write it holds is missing.
             for group in layer.groups.clone() {
-                self.db.remove(group_key(group))?;
+                self.kv.remove(&group_key(group))?;
             }
             {
                 let mut s = lock(&self.state);
@@ -557,14 +556,15 @@ mod tests {
     #[test]
     fn group_commits_wait_for_a_checkpointer_that_falls_behind() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let kv: Arc<dyn Kv> =
+            Arc::new(crate::store::kv::SledKv::open(dir.path(), 1 << 20).unwrap());
         let tuning = Tuning {
             freeze_keys: 2,
             freeze_after: Duration::from_secs(3600),
             frozen_max: 1,
             active_keys_max: 5,
         };
-        let (overlay, _) = Overlay::recover(&db, tuning).unwrap();
+        let (overlay, _) = Overlay::recover(kv.clone(), tuning).unwrap();
         let put = |k: u8| overlay.commit([(vec![b'E', k], Some(vec![k]))]);
         put(1);
         put(2);
@@ -594,9 +594,9 @@ mod tests {
         assert_eq!(written + overlay.checkpoint_ready().unwrap(), 2);
         for k in 1..=7 {
             assert_eq!(overlay.get(&[b'E', k]).unwrap(), Some(vec![k]));
-            assert_eq!(db.get([b'E', k]).unwrap().as_deref(), Some(&[k][..]));
+            assert_eq!(kv.get(&[b'E', k]).unwrap(), Some(vec![k]));
         }
-        assert_eq!(db.scan_prefix([GROUP]).count(), 0);
+        assert_eq!(scan_prefix(&*kv, &[GROUP]).count(), 0);
     }
 
     #[test]

@@ -2,15 +2,13 @@
 //! feed entries, snapshot, totals) are one overlay commit, so they land in one group record
 //! together or not at all (`overlay.rs`).
 
-use std::fs::File;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use sled::{Batch, Db};
-
 use super::codec::{decode, display_key, encode};
+use super::kv::{scan_prefix, Kv, SledKv};
 use super::overlay::{Overlay, Tuning, Value};
 use super::totals::{self, BookTotals};
 use super::{Append, FeedEntry, IdemRecord, StorageError, Store};
@@ -25,17 +23,30 @@ const CURSOR: u8 = b'C';
 const BASE: u8 = b'B';
 const TOTALS: u8 = b'T';
 
+/// How the store is opened: the overlay's tuning, and whether a thread checkpoints (the
+/// daemon) or the caller does, one step at a time (`checkpoint_step`: the simulator).
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub tuning: Tuning,
+    pub checkpointer_thread: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            tuning: Tuning::default(),
+            checkpointer_thread: true,
+        }
+    }
+}
+
+/// The store over any `Kv` engine (sled in the daemon, hence the name).
 pub struct SledStore {
-    db: Db,
+    kv: Arc<dyn Kv>,
     /// Every write goes through it; every read looks at it first.
     overlay: Arc<Overlay>,
     /// Taken by `close` (or drop), which waits for it.
     checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// sled's data file, fsynced after each flush (see `Store::sync`).
-    data_file: File,
-    /// sled's blob directory and the blob files in it already fsynced (`sync_blobs`).
-    blobs_dir: std::path::PathBuf,
-    blobs_synced: Mutex<std::collections::HashSet<std::ffi::OsString>>,
     /// Feed ids are handed out and written under this lock so that ids become visible in
     /// order; only the rare mutations that notify take it, never a plain debit.
     feed_lock: Mutex<()>,
@@ -110,50 +121,21 @@ fn feed_key(id: u64) -> [u8; 9] {
 }
 
 impl SledStore {
+    /// The daemon's store: sled in `dir`, with a checkpointer thread.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<SledStore, StorageError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StorageError::Io(format!("creating {}: {e}", dir.display())))?;
-        let config = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            // Our journal decides when to flush (every group in sync mode, every interval in
-            // periodic mode); sled's own timer thread would only add unasked-for fsyncs and
-            // hold the database open for a moment after we drop it.
-            .flush_every_ms(None)
-            // LowSpace (the default) rewrites live pages out of fragmented segments eagerly;
-            // under a stream of small random updates that was most of the bytes written.
-            .mode(sled::Mode::HighThroughput);
-        // sled 0.34's I/O threads can hold a dropped database's file lock for a moment
-        // (spacejam/sled#1234): a reopen in the same process waits for it, up to 5 s.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        let db = loop {
-            match config.open() {
-                // sled reports it as `ErrorKind::Other`, recognisable by its message only.
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
-                    return Err(StorageError::Locked {
-                        path: dir.join("db").display().to_string(),
-                    })
-                }
-                other => break other?,
-            }
-        };
-        let data_path = dir.join("db");
-        let data_file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&data_path)
-            .map_err(|e| StorageError::Io(format!("opening {}: {e}", data_path.display())))?;
+        let kv = SledKv::open(dir, cache_bytes)?;
+        SledStore::open_on(Arc::new(kv), Options::default())
+    }
+
+    /// The store over `kv`: replays the group records a previous run left, then reads
+    /// the feed's next id and the book totals.
+    pub fn open_on(kv: Arc<dyn Kv>, options: Options) -> Result<SledStore, StorageError> {
         // First of all: the group records a previous run left hold writes that may not be
         // in their keys yet, and everything below reads those keys.
         let started = std::time::Instant::now();
-        let (overlay, replayed) = Overlay::recover(&db, Tuning::default())?;
-        let feed_next = match db.scan_prefix([FEED]).next_back() {
+        let (overlay, replayed) = Overlay::recover(kv.clone(), options.tuning)?;
+        let (lo, hi) = prefix(FEED);
+        let feed_next = match kv.range(lo, hi, true).next() {
             Some(kv) => {
                 let (k, _) = kv?;
                 u64::from_be_bytes(k[1..9].try_into().map_err(|_| StorageError::Corrupt {
@@ -163,31 +145,32 @@ impl SledStore {
             }
             None => 1,
         };
-        let totals = load_totals(&db)?;
-        let checkpointer = {
+        let totals = load_totals(&*kv)?;
+        let checkpointer = if options.checkpointer_thread {
             let overlay = overlay.clone();
-            std::thread::Builder::new()
-                .name("creditsd-checkpoint".into())
-                .spawn(move || {
-                    if let Err(e) = overlay.checkpoint_loop() {
-                        crate::fail_stop(&format!("checkpoint: {e}"));
-                    }
-                })
-                .map_err(|e| StorageError::Io(format!("spawning the checkpointer: {e}")))?
+            Some(
+                std::thread::Builder::new()
+                    .name("creditsd-checkpoint".into())
+                    .spawn(move || {
+                        if let Err(e) = overlay.checkpoint_loop() {
+                            crate::fail_stop(&format!("checkpoint: {e}"));
+                        }
+                    })
+                    .map_err(|e| StorageError::Io(format!("spawning the checkpointer: {e}")))?,
+            )
+        } else {
+            None
         };
         let store = SledStore {
-            db,
+            kv,
             overlay,
-            checkpointer: Mutex::new(Some(checkpointer)),
-            data_file,
-            blobs_dir: dir.join("blobs"),
-            blobs_synced: Mutex::default(),
+            checkpointer: Mutex::new(checkpointer),
             feed_lock: Mutex::new(()),
             feed_next: AtomicU64::new(feed_next),
             totals: totals.into_iter().map(Mutex::new).collect(),
         };
         if replayed > 0 {
-            store.sync_files()?;
+            store.kv.sync()?;
             tracing::info!(
                 groups = replayed,
                 elapsed_ms = started.elapsed().as_millis() as u64,
@@ -230,30 +213,33 @@ impl Drop for SledStore {
 
 /// Reads the totals shards. A database written before they existed (events but no `T`
 /// key) gets them rebuilt once from every event, and written.
-fn load_totals(db: &Db) -> Result<Vec<BookTotals>, StorageError> {
+fn load_totals(kv: &dyn Kv) -> Result<Vec<BookTotals>, StorageError> {
     let mut shards = vec![BookTotals::default(); totals::SHARDS];
     let mut found = false;
     for (i, shard) in shards.iter_mut().enumerate() {
-        if let Some(v) = db.get(totals_key(i))? {
+        if let Some(v) = kv.get(&totals_key(i))? {
             *shard = decode(&totals_key(i), &v)?;
             found = true;
         }
     }
-    if found || db.scan_prefix([SNAPSHOT]).next().is_none() {
+    if found || scan_prefix(kv, &[SNAPSHOT]).next().is_none() {
         return Ok(shards);
     }
     // Every account has a snapshot (creation writes one); its latest state is that
     // snapshot plus the log after it, as activation reads it. A pruned log (`history.rs`)
     // only ever loses events below the snapshot, so this holds after pruning too.
     let started = std::time::Instant::now();
-    let mut batch = Batch::default();
-    for kv in db.scan_prefix([SNAPSHOT]) {
-        let (k, v) = kv?;
+    for snap in scan_prefix(kv, &[SNAPSHOT]) {
+        let (k, v) = snap?;
         let mut acct: Account = decode(&k, &v)?;
         let id = String::from_utf8_lossy(&k[1..]).into_owned();
-        let tail = db.range(event_key(&id, acct.seq.saturating_add(1))..=event_key(&id, u64::MAX));
-        for kv in tail {
-            let (ek, ev) = kv?;
+        let tail = kv.range(
+            Bound::Included(event_key(&id, acct.seq.saturating_add(1))),
+            Bound::Included(event_key(&id, u64::MAX)),
+            false,
+        );
+        for e in tail {
+            let (ek, ev) = e?;
             let ev: Event = decode(&ek, &ev)?;
             crate::replaying(|| acct.apply(&ev)).map_err(|reason| StorageError::Corrupt {
                 key: display_key(&ek),
@@ -263,10 +249,9 @@ fn load_totals(db: &Db) -> Result<Vec<BookTotals>, StorageError> {
         shards[totals::shard_of(&id)].add(&BookTotals::of(&acct));
     }
     for (i, shard) in shards.iter().enumerate() {
-        batch.insert(&totals_key(i)[..], encode(shard));
+        kv.insert(&totals_key(i), &encode(shard))?;
     }
-    db.apply_batch(batch)?;
-    db.flush()?;
+    kv.sync()?;
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "rebuilt the book totals from every account (a database from before they were kept)"
@@ -540,7 +525,7 @@ impl Store for SledStore {
 
     fn sync(&self) -> Result<(), StorageError> {
         self.overlay.write_group()?;
-        self.sync_files()
+        self.kv.sync()
     }
 
     /// The checkpointer writes every layer, the last one included, then stops, and sled
@@ -559,63 +544,15 @@ impl Store for SledStore {
         let closed = self.overlay.close();
         let _ = checkpointer.join();
         closed?;
-        self.sync_files()
+        self.kv.sync()
     }
 }
 
 impl SledStore {
-    /// sled's flush, then an fsync of its data file.
-    fn sync_files(&self) -> Result<(), StorageError> {
-        self.db.flush()?;
-        self.sync_blobs()?;
-        self.data_file
-            .sync_data()
-            .map_err(|e| StorageError::Io(format!("fsync of sled data file: {e}")))
-    }
-
-    /// sled 0.34 writes any log item over a quarter segment (128 KiB) to a file of its own
-    /// under `blobs/`, and never fsyncs it: the `db` file's fsync would then make durable
-    /// a pointer to a blob the power could still take. After each flush (which writes
-    /// every blob it points to), each blob file not synced yet is, then the directory.
-    /// Group records are cut small so blobs are rare (a history prune of thousands of
-    /// events, a huge snapshot); when there are none this is one empty directory read.
-    fn sync_blobs(&self) -> Result<(), StorageError> {
-        let io = |what: &str, e: std::io::Error| StorageError::Io(format!("{what}: {e}"));
-        let entries = match std::fs::read_dir(&self.blobs_dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io("reading sled's blob directory", e)),
-        };
-        let mut synced = self.blobs_synced.lock().unwrap_or_else(|p| p.into_inner());
-        let mut present = std::collections::HashSet::new();
-        let mut new = false;
-        for entry in entries {
-            let entry = entry.map_err(|e| io("reading sled's blob directory", e))?;
-            let name = entry.file_name();
-            if !synced.contains(&name) {
-                match File::open(entry.path()) {
-                    Ok(f) => f.sync_all().map_err(|e| io("fsync of a sled blob", e))?,
-                    // sled removed it meanwhile (blob GC): nothing to make durable.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(io("opening a sled blob", e)),
-                }
-                new = true;
-            }
-            present.insert(name);
-        }
-        if new {
-            File::open(&self.blobs_dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| io("fsync of sled's blob directory", e))?;
-        }
-        *synced = present;
-        Ok(())
-    }
-
-    /// How many blob files the last sync saw (for tests).
-    #[cfg(test)]
-    fn blobs_seen(&self) -> usize {
-        self.blobs_synced.lock().unwrap().len()
+    /// Writes the layers that are ready into their keys (what the checkpointer thread
+    /// does), for a store opened without that thread. Answers how many.
+    pub fn checkpoint_step(&self) -> Result<usize, StorageError> {
+        self.overlay.checkpoint_ready()
     }
 }
 
@@ -674,14 +611,17 @@ mod tests {
         {
             let store = SledStore::open(dir.path(), 1 << 20).unwrap();
             assert_eq!(store.totals(), expected);
-            for kv in store.db.scan_prefix([TOTALS]) {
-                store.db.remove(kv.unwrap().0).unwrap();
+            let keys: Vec<_> = scan_prefix(&*store.kv, &[TOTALS])
+                .map(|e| e.unwrap().0)
+                .collect();
+            for k in keys {
+                store.kv.remove(&k).unwrap();
             }
             store.sync().unwrap();
         }
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(store.totals(), expected);
-        assert!(store.db.scan_prefix([TOTALS]).next().is_some());
+        assert!(scan_prefix(&*store.kv, &[TOTALS]).next().is_some());
     }
 
     /// Expired idempotency records go, wherever they are (already in sled from a previous
@@ -716,7 +656,7 @@ mod tests {
             }
         } // closed: everything is in its own key now
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(store.db.scan_prefix([IDEM]).count(), 500);
+        assert_eq!(scan_prefix(&*store.kv, &[IDEM]).count(), 500);
         for i in 0..50 {
             bind(
                 &store,
@@ -732,29 +672,6 @@ mod tests {
         assert_eq!(store.prune_idempotency(Ts(500)).unwrap(), 0);
         drop(store);
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(store.db.scan_prefix([IDEM]).count(), 500 + 50 - 274);
-    }
-
-    /// A write too big for sled's log (over 128 KiB) becomes a blob file, which sled does
-    /// not fsync; `sync` does, and it survives a reopen.
-    #[test]
-    fn blob_files_are_synced_with_the_group() {
-        let dir = tempfile::tempdir().unwrap();
-        let big = vec![7u8; 300 * 1024];
-        {
-            let store = SledStore::open(dir.path(), 1 << 20).unwrap();
-            store
-                .overlay
-                .commit([(cursor_key("big"), Some(big.clone()))]);
-            store.sync().unwrap();
-            assert!(store.blobs_seen() >= 1, "sled wrote no blob file");
-            assert_eq!(
-                store.blobs_seen(),
-                std::fs::read_dir(dir.path().join("blobs")).unwrap().count()
-            );
-            store.sync().unwrap(); // nothing new: nothing to do
-        }
-        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(store.overlay.get(&cursor_key("big")).unwrap(), Some(big));
+        assert_eq!(scan_prefix(&*store.kv, &[IDEM]).count(), 500 + 50 - 274);
     }
 }
