@@ -7,7 +7,8 @@
 //! every replayed account.
 
 use crate::domain::Account;
-use crate::store::{BookTotals, Store};
+use crate::store::recovery::{recover, Start, Visit};
+use crate::store::{BookTotals, StorageError, Store};
 
 #[derive(Debug, Default)]
 pub struct Report {
@@ -43,49 +44,42 @@ pub fn audit(store: &dyn Store) -> Report {
 }
 
 fn audit_account(store: &dyn Store, id: &str, events_seen: &mut u64) -> Result<Account, String> {
-    let base = store.base(id).map_err(|e| format!("account {id}: {e}"))?;
-    let mut acct = base.unwrap_or_else(|| Account::empty(id));
-    acct.check_books()
-        .map_err(|e| format!("{e} (base snapshot at seq {})", acct.seq))?;
-    let events = store
-        .events_after(id, acct.seq)
-        .map_err(|e| format!("account {id}: {e}"))?;
-    let snapshot = store
-        .snapshot(id)
-        .map_err(|e| format!("account {id}: {e}"))?;
-    let mut at_snapshot = snapshot
-        .as_ref()
-        .filter(|s| s.seq == acct.seq && s.seq > 0)
-        .map(|_| acct.clone());
-    for ev in &events {
-        *events_seen += 1;
-        // `apply` asserts sequence and balances; a failed assertion is a finding here.
-        crate::replaying(|| acct.apply(ev))
-            .map_err(|p| format!("account {id}: seq {}: {p}", ev.seq))?;
-        acct.check_books()
-            .map_err(|e| format!("{e} (after seq {})", ev.seq))?;
-        if snapshot.as_ref().is_some_and(|s| s.seq == ev.seq) {
+    let named = |e: StorageError| format!("account {id}: {e}");
+    let snapshot = store.snapshot(id).map_err(named)?;
+    let Some(snapshot) = snapshot else {
+        return Err(format!("account {id}: no snapshot"));
+    };
+    let mut at_snapshot = None;
+    // Books after every event: checked on the state before the next one, and at the end.
+    let mut check = |acct: &Account| -> Result<(), StorageError> {
+        acct.check_books().map_err(|reason| StorageError::Corrupt {
+            key: format!("E{id}#{}", acct.seq),
+            reason,
+        })?;
+        if acct.seq == snapshot.seq && acct.seq > 0 {
             at_snapshot = Some(acct.clone());
         }
+        Ok(())
+    };
+    let recovered = recover(store, id, Start::Base, |acct, _| {
+        check(acct)?;
+        Ok(Visit::Continue)
+    })
+    .map_err(named)?;
+    let Some(recovered) = recovered else {
+        return Err(format!("account {id}: a snapshot but no events"));
+    };
+    check(&recovered.account).map_err(named)?;
+    *events_seen += recovered.replayed;
+    match at_snapshot {
+        Some(r) if r == snapshot => Ok(recovered.account),
+        Some(_) => Err(format!(
+            "account {id}: snapshot at seq {} differs from the replay",
+            snapshot.seq
+        )),
+        None => Err(format!(
+            "account {id}: snapshot at seq {} has no such event in the log",
+            snapshot.seq
+        )),
     }
-    if let Some(s) = snapshot {
-        match at_snapshot {
-            Some(r) if r == s => {}
-            Some(_) => {
-                return Err(format!(
-                    "account {id}: snapshot at seq {} differs from the replay",
-                    s.seq
-                ))
-            }
-            None => {
-                return Err(format!(
-                    "account {id}: snapshot at seq {} has no such event in the log",
-                    s.seq
-                ))
-            }
-        }
-    } else {
-        return Err(format!("account {id}: no snapshot"));
-    }
-    Ok(acct)
 }

@@ -16,7 +16,8 @@ use serde::Deserialize;
 
 use crate::actor::Clock;
 use crate::domain::time::add_months;
-use crate::domain::{Account, Ts};
+use crate::domain::Ts;
+use crate::store::recovery::{recover, Start, Visit};
 use crate::store::{StorageError, Store};
 
 /// `[history]` in config.toml.
@@ -118,26 +119,21 @@ pub fn prune_account(
     let Some(snapshot) = store.snapshot(id)? else {
         return Ok(0);
     };
-    let mut state = store.base(id)?.unwrap_or_else(|| Account::empty(id));
-    let from = state.seq + 1;
-    let last = snapshot.seq.saturating_sub(1).min(state.seq + events_max);
-    for seq in from..=last {
-        let Some(ev) = store.event(id, seq)? else {
-            return Err(StorageError::Corrupt {
-                key: format!("E{id}#{seq}"),
-                reason: "missing event below the snapshot".into(),
-            });
-        };
-        if ev.at >= cutoff {
-            break;
-        }
-        // `apply` asserts sequence and recorded balances; a broken log is reported, and
-        // that account is left as it is.
-        crate::replaying(|| state.apply(&ev)).map_err(|p| StorageError::Corrupt {
-            key: format!("E{id}#{seq}"),
-            reason: format!("does not replay onto the state before it: {p}"),
-        })?;
-    }
+    // The state at the prune point: the base, and the events below the cutoff, strictly
+    // below the snapshot, at most `events_max` of them. A broken log is reported, and
+    // that account is left as it is.
+    let from = store.base(id)?.map_or(0, |b| b.seq) + 1;
+    let last = snapshot.seq.saturating_sub(1).min(from - 1 + events_max);
+    let recovered = recover(store, id, Start::Base, |_, ev| {
+        Ok(if ev.seq > last || ev.at >= cutoff {
+            Visit::Stop
+        } else {
+            Visit::Continue
+        })
+    })?;
+    let Some(state) = recovered.map(|r| r.account) else {
+        return Ok(0);
+    };
     if state.seq < from {
         return Ok(0);
     }

@@ -80,14 +80,17 @@ fn audit_passes_good_books_and_reports_each_kind_of_damage() {
     let (ok, report) = audit(&config, &data);
     assert!(!ok, "{report}");
     assert!(
-        report.contains("PROBLEM account tampered: seq 3"),
+        report.contains("PROBLEM account tampered: corrupt record at key Etampered#3"),
         "{report}"
     );
     assert!(
         report.contains("PROBLEM account bad-snapshot: snapshot at seq 4 differs"),
         "{report}"
     );
-    assert!(report.contains("PROBLEM account gap: seq 3"), "{report}");
+    assert!(
+        report.contains("PROBLEM account gap: corrupt record at key Egap#3: the log jumps"),
+        "{report}"
+    );
     assert!(report.contains("3 problems"), "{report}");
 }
 

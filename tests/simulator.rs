@@ -240,11 +240,17 @@ impl Store for SimStore {
         Self::get(format!("S{account}"), d.visible.snapshots.get(account))
     }
 
-    fn events_after(&self, account: &str, after: u64) -> Result<Vec<Event>, StorageError> {
+    fn events_from(
+        &self,
+        account: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StorageError> {
         let d = self.disk();
         d.visible
             .events
-            .range((account.to_string(), after.saturating_add(1))..=(account.to_string(), u64::MAX))
+            .range((account.to_string(), from)..=(account.to_string(), u64::MAX))
+            .take(limit)
             .map(|((a, s), v)| decode(format!("E{a}#{s}").as_bytes(), v))
             .collect()
     }
@@ -337,7 +343,10 @@ impl Store for SimStore {
         let mut sum = BookTotals::default();
         for id in self.accounts().unwrap_or_default() {
             if let Ok(Some(mut acct)) = self.snapshot(&id) {
-                for ev in self.events_after(&id, acct.seq).unwrap_or_default() {
+                for ev in self
+                    .events_from(&id, acct.seq + 1, usize::MAX)
+                    .unwrap_or_default()
+                {
                     acct.apply(&ev);
                 }
                 sum.add(&BookTotals::of(&acct));
@@ -469,7 +478,7 @@ impl Node {
             "account {id}: snapshot at seq {} is ahead of the log",
             acct.seq
         );
-        for ev in fail_stop(store.events_after(id, acct.seq))? {
+        for ev in fail_stop(store.events_from(id, acct.seq + 1, usize::MAX))? {
             acct.apply(&ev);
         }
         self.live.insert(
@@ -1053,7 +1062,9 @@ impl Sim {
                 .push((f.seq, f.notice));
         }
         for id in &ids {
-            let events = s.events_after(id, 0).map_err(|e| e.to_string())?;
+            let events = s
+                .events_from(id, 1, usize::MAX)
+                .map_err(|e| e.to_string())?;
             self.stats.events += events.len() as u64;
             let snap = s
                 .snapshot(id)
@@ -1130,7 +1141,7 @@ impl Sim {
             }
             let mut from_snap = snap;
             for ev in s
-                .events_after(id, from_snap.seq)
+                .events_from(id, from_snap.seq + 1, usize::MAX)
                 .map_err(|e| e.to_string())?
             {
                 from_snap.apply(&ev);

@@ -6,6 +6,7 @@
 //! journal, which sends it once the write is durable. It does not know HTTP or JSON.
 
 pub mod account_actor;
+pub mod core;
 pub mod fingerprint;
 pub mod registry;
 

@@ -15,6 +15,7 @@ pub mod journal;
 pub mod kv;
 pub mod legacy;
 pub mod overlay;
+pub mod recovery;
 pub mod sled_store;
 pub mod totals;
 
@@ -97,7 +98,13 @@ pub trait Store: Send + Sync + 'static {
     fn append(&self, account: &str, append: Append<'_>) -> Result<(), StorageError>;
     fn snapshot(&self, account: &str) -> Result<Option<Account>, StorageError>;
     /// Events with `seq > after`, in order.
-    fn events_after(&self, account: &str, after: u64) -> Result<Vec<Event>, StorageError>;
+    /// Up to `limit` events with `seq >= from`, oldest first.
+    fn events_from(
+        &self,
+        account: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StorageError>;
     /// Up to `limit` events with `seq < before`, newest first.
     fn events_before(
         &self,

@@ -356,14 +356,15 @@ impl Store for SledStore {
         self.get_decoded(&snapshot_key(account))
     }
 
-    fn events_after(&self, account: &str, after: u64) -> Result<Vec<Event>, StorageError> {
-        let start = event_key(account, after.saturating_add(1));
+    fn events_from(
+        &self,
+        account: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StorageError> {
+        let start = event_key(account, from);
         let end = event_key(account, u64::MAX);
-        self.decode_range(
-            (Bound::Included(start), Bound::Included(end)),
-            false,
-            usize::MAX,
-        )
+        self.decode_range((Bound::Included(start), Bound::Included(end)), false, limit)
     }
 
     fn events_before(
