@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use super::codec::{decode, display_key, encode};
 use super::kv::{scan_prefix, Kv, SledKv};
 use super::overlay::{Overlay, Tuning, Value};
+use super::recovery::{recover, Start, Visit};
 use super::totals::{self, BookTotals};
 use super::{Append, FeedEntry, IdemRecord, StorageError, Store};
 use crate::domain::{Account, Event, Ts};
@@ -146,6 +147,8 @@ impl SledStore {
             None => 1,
         };
         let totals = load_totals(&*kv)?;
+        let rebuild = totals.is_none();
+        let totals = totals.unwrap_or_else(|| vec![BookTotals::default(); totals::SHARDS]);
         let checkpointer = if options.checkpointer_thread {
             let overlay = overlay.clone();
             Some(
@@ -169,6 +172,9 @@ impl SledStore {
             feed_next: AtomicU64::new(feed_next),
             totals: totals.into_iter().map(Mutex::new).collect(),
         };
+        if rebuild {
+            store.rebuild_totals()?;
+        }
         if replayed > 0 {
             store.kv.sync()?;
             tracing::info!(
@@ -211,9 +217,9 @@ impl Drop for SledStore {
     }
 }
 
-/// Reads the totals shards. A database written before they existed (events but no `T`
-/// key) gets them rebuilt once from every event, and written.
-fn load_totals(kv: &dyn Kv) -> Result<Vec<BookTotals>, StorageError> {
+/// Reads the totals shards; `None` when a database written before they existed (events
+/// but no `T` key) needs them rebuilt (`rebuild_totals`).
+fn load_totals(kv: &dyn Kv) -> Result<Option<Vec<BookTotals>>, StorageError> {
     let mut shards = vec![BookTotals::default(); totals::SHARDS];
     let mut found = false;
     for (i, shard) in shards.iter_mut().enumerate() {
@@ -222,41 +228,37 @@ fn load_totals(kv: &dyn Kv) -> Result<Vec<BookTotals>, StorageError> {
             found = true;
         }
     }
-    if found || scan_prefix(kv, &[SNAPSHOT]).next().is_none() {
-        return Ok(shards);
-    }
-    // Every account has a snapshot (creation writes one); its latest state is that
-    // snapshot plus the log after it, as activation reads it. A pruned log (`history.rs`)
-    // only ever loses events below the snapshot, so this holds after pruning too.
-    let started = std::time::Instant::now();
-    for snap in scan_prefix(kv, &[SNAPSHOT]) {
-        let (k, v) = snap?;
-        let mut acct: Account = decode(&k, &v)?;
-        let id = String::from_utf8_lossy(&k[1..]).into_owned();
-        let tail = kv.range(
-            Bound::Included(event_key(&id, acct.seq.saturating_add(1))),
-            Bound::Included(event_key(&id, u64::MAX)),
-            false,
-        );
-        for e in tail {
-            let (ek, ev) = e?;
-            let ev: Event = decode(&ek, &ev)?;
-            crate::replaying(|| acct.apply(&ev)).map_err(|reason| StorageError::Corrupt {
-                key: display_key(&ek),
-                reason,
-            })?;
+    let empty = scan_prefix(kv, &[SNAPSHOT]).next().is_none();
+    Ok((found || empty).then_some(shards))
+}
+
+impl SledStore {
+    /// Rebuilds the totals shards once from every account, as activation reads it
+    /// (snapshot + log, `recovery::recover`), and writes them.
+    fn rebuild_totals(&self) -> Result<(), StorageError> {
+        let started = std::time::Instant::now();
+        let mut shards = vec![BookTotals::default(); totals::SHARDS];
+        for id in self.accounts()? {
+            if let Some(r) = recover(self, &id, Start::Snapshot, |_, _| Ok(Visit::Continue))? {
+                shards[totals::shard_of(&id)].add(&BookTotals::of(&r.account));
+            }
         }
-        shards[totals::shard_of(&id)].add(&BookTotals::of(&acct));
+        self.overlay.commit(
+            shards
+                .iter()
+                .enumerate()
+                .map(|(i, shard)| (totals_key(i).to_vec(), Some(encode(shard)))),
+        );
+        for (i, shard) in shards.into_iter().enumerate() {
+            *self.totals[i].lock().unwrap_or_else(|p| p.into_inner()) = shard;
+        }
+        self.sync()?;
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "rebuilt the book totals from every account (a database from before they were kept)"
+        );
+        Ok(())
     }
-    for (i, shard) in shards.iter().enumerate() {
-        kv.insert(&totals_key(i), &encode(shard))?;
-    }
-    kv.sync()?;
-    tracing::info!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "rebuilt the book totals from every account (a database from before they were kept)"
-    );
-    Ok(shards)
 }
 
 impl SledStore {
@@ -622,7 +624,10 @@ mod tests {
         }
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(store.totals(), expected);
+        drop(store); // closed: the rebuilt shards are in their own keys
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
         assert!(scan_prefix(&*store.kv, &[TOTALS]).next().is_some());
+        assert_eq!(store.totals(), expected);
     }
 
     /// Expired idempotency records go, wherever they are (already in sled from a previous
