@@ -1,29 +1,42 @@
 //! A deterministic simulator in the spirit of TigerBeetle's VOPR: from one `u64` seed it
-//! drives the real domain (`decide`, `record`, `apply`, `next_due`), the real record codec
-//! and the real idempotency fingerprints over many accounts, with a simulated clock that
-//! crosses billing periods, hold expiries and alert thresholds, through `SimStore`, an
-//! in-memory `Store` that fails writes, fails syncs and "crashes" at any step, dropping
-//! every write not yet synced (except a prefix of them, as sled may keep).
+//! drives the daemon's own code — the account core (`creditsd::actor::core`: activation,
+//! catch-up, idempotency, decide, write ahead, apply, parked debits, snapshots, the
+//! wake-up index) and the store (`SledStore`: the overlay, the group records, the
+//! checkpointer, replay at open, the key layout, feed ids, book totals) — over `SimKv`, a
+//! key-value engine in memory that fails writes, fails syncs and crashes.
 //!
-//! `Node` mirrors the account actor and the journal step for step (catch up on time,
-//! idempotency, decide, write ahead, apply, hand the reply to the journal, acknowledge
-//! after the next successful sync) without tokio, so one seed is one exact history. A
-//! storage error is fail-stop in the daemon, so here it is a crash. After every crash the
-//! node recovers (snapshot + tail replay, as `AccountActor::load` does) and the checker
-//! asserts: no acknowledged mutation lost, none applied twice, books balance, snapshot +
-//! tail = full replay, alerts fired once per crossing, the feed matches the log.
+//! The disk model is sled's contract (`store/kv.rs`): each write is atomic, and a crash
+//! keeps every write before the last successful sync and a random prefix of the writes
+//! after it. A torn last write is one sled's checksums discard at recovery, so the kept
+//! prefix ends before it; a group commit cut into several records can lose its tail
+//! records that way. Only the tokio shell is not simulated: the actor loop (which carries
+//! the core's outputs out) and the journal thread (here: one `sync`, then the answers
+//! waiting on it). The checkpointer runs as steps the seed chooses, between requests.
+//!
+//! A storage error is fail-stop in the daemon, so here it is a crash. After every crash
+//! the node reopens the store on what the disk kept (replaying its group records) and the
+//! checker asserts: no acknowledged mutation lost, none applied twice, books balance,
+//! snapshot + tail = full replay, alerts fired once per crossing, the feed matches the log.
 //!
 //! A failure prints its seed; `SIM_SEED=n cargo test --test simulator` replays it.
 //! `SIM_SEEDS=n` (default 300) and `SIM_SEED_START` choose the range;
 //! `benches/simulate.sh` runs thousands.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::ops::Bound;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use creditsd::actor::fingerprint::{fingerprint, key_of};
+use creditsd::actor::core::{
+    AccountCore, Client, Fatal, Input, Output, Request as CoreRequest, Rules,
+};
+use creditsd::actor::fingerprint::key_of;
+use creditsd::actor::{ActorError, Outcome, Reply};
 use creditsd::domain::{Account, Bucket, Command, Credits, Event, Notice, Pricing, Ts};
-use creditsd::store::codec::{decode, encode};
-use creditsd::store::{Append, BookTotals, FeedEntry, IdemRecord, StorageError, Store};
+use creditsd::store::kv::{Kv, KvIter};
+use creditsd::store::overlay::Tuning;
+use creditsd::store::sled_store::Options;
+use creditsd::store::{SledStore, StorageError, Store};
 
 // ---------------------------------------------------------------- a small seeded PRNG
 
@@ -53,347 +66,116 @@ impl Rng {
     }
 }
 
-// ------------------------------------------------------------------- the fake disk
+// ------------------------------------------------------------------- the faulty disk
 
-#[derive(Clone, Default)]
-struct Tables {
-    events: BTreeMap<(String, u64), Vec<u8>>,
-    snapshots: BTreeMap<String, Vec<u8>>,
-    idem: BTreeMap<(String, String), Vec<u8>>,
-    feed: BTreeMap<u64, Vec<u8>>,
-    wakeups: BTreeSet<(Ts, String)>,
-    cursors: BTreeMap<String, Vec<u8>>,
-    bases: BTreeMap<String, Vec<u8>>,
-}
-
-/// One write of a batch. A batch is atomic, as sled's `apply_batch` is.
-#[derive(Clone)]
-enum Op {
-    Event(String, u64, Vec<u8>),
-    Snapshot(String, Vec<u8>),
-    Idem(String, String, Vec<u8>),
-    Feed(u64, Vec<u8>),
-    WakeAdd(Ts, String),
-    WakeDel(Ts, String),
-    FeedDel(u64),
-    Cursor(String, Vec<u8>),
-    Base(String, Vec<u8>),
-    EventDel(String, u64),
-}
-
-impl Tables {
-    fn apply(&mut self, batch: &[Op]) {
-        for op in batch {
-            match op.clone() {
-                Op::Event(a, s, v) => {
-                    self.events.insert((a, s), v);
-                }
-                Op::Snapshot(a, v) => {
-                    self.snapshots.insert(a, v);
-                }
-                Op::Idem(a, k, v) => {
-                    self.idem.insert((a, k), v);
-                }
-                Op::Feed(id, v) => {
-                    self.feed.insert(id, v);
-                }
-                Op::WakeAdd(at, a) => {
-                    self.wakeups.insert((at, a));
-                }
-                Op::WakeDel(at, a) => {
-                    self.wakeups.remove(&(at, a));
-                }
-                Op::FeedDel(id) => {
-                    self.feed.remove(&id);
-                }
-                Op::Cursor(name, v) => {
-                    self.cursors.insert(name, v);
-                }
-                Op::Base(a, v) => {
-                    self.bases.insert(a, v);
-                }
-                Op::EventDel(a, s) => {
-                    self.events.remove(&(a, s));
-                }
-            }
-        }
-    }
-}
+type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 
 struct Disk {
-    /// What reads see: every write so far.
-    visible: Tables,
-    /// What survives a crash for sure: everything up to the last successful sync.
-    durable: Tables,
-    /// Batches written since that sync, in order.
-    unsynced: Vec<Vec<Op>>,
-    feed_next: u64,
+    /// What survives any crash.
+    durable: Map,
+    /// Every write since the last successful sync, in order.
+    unsynced: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// `durable` with `unsynced` applied: what reads see.
+    visible: Map,
     faults: Rng,
     write_fail_per_mille: u64,
     sync_fail_per_mille: u64,
     write_faults: u64,
     sync_faults: u64,
+    /// Writes a crash took (a suffix of the unsynced ones).
+    lost: u64,
 }
 
-/// An in-memory `Store` with the durability semantics of sled plus fsync: writes are
-/// visible at once, durable at the next `sync`, and a crash keeps the durable state plus
-/// some prefix of the later batches (sled's log keeps batches atomic and in order).
-struct SimStore(Mutex<Disk>);
+/// The engine beneath the real store in the simulator.
+struct SimKv(Mutex<Disk>);
 
 fn io(what: &str) -> StorageError {
     StorageError::Io(format!("simulated {what} failure"))
 }
 
-impl SimStore {
-    fn new(seed: u64, write_fail_per_mille: u64, sync_fail_per_mille: u64) -> SimStore {
-        SimStore(Mutex::new(Disk {
-            visible: Tables::default(),
-            durable: Tables::default(),
+impl SimKv {
+    fn new(seed: u64, write_fail_per_mille: u64, sync_fail_per_mille: u64) -> SimKv {
+        SimKv(Mutex::new(Disk {
+            durable: Map::new(),
             unsynced: Vec::new(),
-            feed_next: 1,
-            faults: Rng(seed ^ 0x5eed_fa17),
+            visible: Map::new(),
+            faults: Rng(seed ^ 0xdead_beef),
             write_fail_per_mille,
             sync_fail_per_mille,
             write_faults: 0,
             sync_faults: 0,
+            lost: 0,
         }))
     }
 
     fn disk(&self) -> std::sync::MutexGuard<'_, Disk> {
-        self.0.lock().unwrap()
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The process died: keep the durable state and `keep` of the unsynced batches.
+    /// The power goes: every write before the last successful sync stays, and a prefix
+    /// of the writes after it (the rest, a torn write first, is gone).
     fn crash(&self, rng: &mut Rng) {
         let mut d = self.disk();
-        let keep = rng.below(d.unsynced.len() as u64 + 1) as usize;
-        let kept: Vec<Vec<Op>> = d.unsynced.drain(..).take(keep).collect();
-        for b in &kept {
-            d.durable.apply(b);
+        let unsynced = std::mem::take(&mut d.unsynced);
+        let keep = rng.below(unsynced.len() as u64 + 1) as usize;
+        d.lost += (unsynced.len() - keep) as u64;
+        for (k, v) in unsynced.into_iter().take(keep) {
+            match v {
+                Some(v) => d.durable.insert(k, v),
+                None => d.durable.remove(&k),
+            };
         }
         d.visible = d.durable.clone();
-        // As `SledStore::open`: one past the highest feed id on disk.
-        d.feed_next = d.visible.feed.keys().next_back().map_or(1, |id| id + 1);
     }
 
-    fn write(&self, batch: Vec<Op>) -> Result<(), StorageError> {
+    fn write(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), StorageError> {
         let mut d = self.disk();
         let p = d.write_fail_per_mille;
         if d.faults.chance(p) {
             d.write_faults += 1;
             return Err(io("write"));
         }
-        d.visible.apply(&batch);
-        d.unsynced.push(batch);
+        match value {
+            Some(v) => d.visible.insert(key.to_vec(), v.to_vec()),
+            None => d.visible.remove(key),
+        };
+        d.unsynced.push((key.to_vec(), value.map(<[u8]>::to_vec)));
         Ok(())
-    }
-
-    fn get<T: creditsd::store::codec::Record>(
-        key: String,
-        bytes: Option<&Vec<u8>>,
-    ) -> Result<Option<T>, StorageError> {
-        bytes.map(|b| decode(key.as_bytes(), b)).transpose()
     }
 }
 
-impl Store for SimStore {
-    fn append(&self, account: &str, a: Append<'_>) -> Result<(), StorageError> {
-        let mut batch = Vec::new();
-        for ev in a.events {
-            batch.push(Op::Event(account.into(), ev.seq, encode(ev)));
-        }
-        for (key, rec) in &a.idempotency {
-            batch.push(Op::Idem(account.into(), key.to_string(), encode(rec)));
-        }
-        if let Some(acct) = a.snapshot {
-            batch.push(Op::Snapshot(account.into(), encode(acct)));
-        }
-        if let Some((old, new)) = a.wakeup {
-            if let Some(old) = old {
-                batch.push(Op::WakeDel(old, account.into()));
+impl Kv for SimKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.disk().visible.get(key).cloned())
+    }
+    fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.write(key, Some(value))
+    }
+    fn remove(&self, key: &[u8]) -> Result<(), StorageError> {
+        self.write(key, None)
+    }
+    fn range(&self, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>, rev: bool) -> KvIter<'_> {
+        let d = self.disk();
+        let valid = match (&lo, &hi) {
+            (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
+                a < b || (a == b && matches!((&lo, &hi), (Bound::Included(_), Bound::Included(_))))
             }
-            batch.push(Op::WakeAdd(new, account.into()));
-        }
-        let mut id = self.disk().feed_next;
-        for ev in a.events {
-            for notice in ev.notices() {
-                let entry = FeedEntry {
-                    id,
-                    account: account.into(),
-                    seq: ev.seq,
-                    at: ev.at,
-                    notice,
-                    balances: ev.after,
-                    held: ev.held_after,
-                };
-                batch.push(Op::Feed(id, encode(&entry)));
-                id += 1;
-            }
-        }
-        self.write(batch)?;
-        self.disk().feed_next = id;
-        Ok(())
-    }
-
-    fn snapshot(&self, account: &str) -> Result<Option<Account>, StorageError> {
-        let d = self.disk();
-        Self::get(format!("S{account}"), d.visible.snapshots.get(account))
-    }
-
-    fn events_from(
-        &self,
-        account: &str,
-        from: u64,
-        limit: usize,
-    ) -> Result<Vec<Event>, StorageError> {
-        let d = self.disk();
-        d.visible
-            .events
-            .range((account.to_string(), from)..=(account.to_string(), u64::MAX))
-            .take(limit)
-            .map(|((a, s), v)| decode(format!("E{a}#{s}").as_bytes(), v))
-            .collect()
-    }
-
-    fn events_before(
-        &self,
-        account: &str,
-        before: u64,
-        limit: usize,
-    ) -> Result<Vec<Event>, StorageError> {
-        let d = self.disk();
-        d.visible
-            .events
-            .range((account.to_string(), 0)..(account.to_string(), before))
-            .rev()
-            .take(limit)
-            .map(|((a, s), v)| decode(format!("E{a}#{s}").as_bytes(), v))
-            .collect()
-    }
-
-    fn event(&self, account: &str, seq: u64) -> Result<Option<Event>, StorageError> {
-        let d = self.disk();
-        Self::get(
-            format!("E{account}#{seq}"),
-            d.visible.events.get(&(account.to_string(), seq)),
-        )
-    }
-
-    fn idempotency(&self, account: &str, key: &str) -> Result<Option<IdemRecord>, StorageError> {
-        let d = self.disk();
-        Self::get(
-            format!("I{account}#{key}"),
-            d.visible.idem.get(&(account.to_string(), key.to_string())),
-        )
-    }
-
-    fn prune_idempotency(&self, cutoff: Ts) -> Result<u64, StorageError> {
-        let mut d = self.disk();
-        let before = d.visible.idem.len();
-        d.visible
-            .idem
-            .retain(|_, v| match decode::<IdemRecord>(b"I", v) {
-                Ok(r) => r.at >= cutoff,
-                Err(_) => true,
-            });
-        Ok((before - d.visible.idem.len()) as u64)
-    }
-
-    fn accounts(&self) -> Result<Vec<String>, StorageError> {
-        Ok(self.disk().visible.snapshots.keys().cloned().collect())
-    }
-
-    fn remove_wakeup(&self, account: &str, at: Ts) -> Result<(), StorageError> {
-        self.write(vec![Op::WakeDel(at, account.into())])
-    }
-
-    fn due_accounts(&self, now: Ts, limit: usize) -> Result<Vec<(Ts, String)>, StorageError> {
-        let d = self.disk();
-        Ok(d.visible
-            .wakeups
-            .iter()
-            .take_while(|(at, _)| *at <= now)
-            .take(limit)
-            .cloned()
-            .collect())
-    }
-
-    fn feed_after(
-        &self,
-        after: u64,
-        below: u64,
-        limit: usize,
-    ) -> Result<Vec<FeedEntry>, StorageError> {
-        let d = self.disk();
-        d.visible
-            .feed
-            .range(after.saturating_add(1)..below.max(after.saturating_add(1)))
-            .take(limit)
-            .map(|(id, v)| decode(format!("F{id}").as_bytes(), v))
-            .collect()
-    }
-
-    fn feed_next_id(&self) -> u64 {
-        self.disk().feed_next
-    }
-
-    /// Summed from the accounts on demand (only metrics read it; the simulator does not
-    /// prune, so the snapshot + tail is the whole state).
-    fn totals(&self) -> BookTotals {
-        let mut sum = BookTotals::default();
-        for id in self.accounts().unwrap_or_default() {
-            if let Ok(Some(mut acct)) = self.snapshot(&id) {
-                for ev in self
-                    .events_from(&id, acct.seq + 1, usize::MAX)
-                    .unwrap_or_default()
-                {
-                    acct.apply(&ev);
-                }
-                sum.add(&BookTotals::of(&acct));
-            }
-        }
-        sum
-    }
-
-    fn prune_feed(&self, below: u64, cutoff: Ts) -> Result<u64, StorageError> {
-        let doomed: Vec<u64> = {
-            let d = self.disk();
-            let newest = d.feed_next.saturating_sub(1);
-            d.visible
-                .feed
-                .range(..newest)
-                .take_while(|(id, v)| {
-                    let e: FeedEntry = decode(b"F", v).expect("the simulator writes valid records");
-                    **id < below || e.at < cutoff
-                })
-                .map(|(id, _)| *id)
-                .collect()
+            _ => true,
         };
-        let n = doomed.len() as u64;
-        self.write(doomed.into_iter().map(Op::FeedDel).collect())?;
-        Ok(n)
+        let mut items: Vec<_> = if valid {
+            d.visible
+                .range((lo, hi))
+                .map(|(k, v)| Ok((k.clone(), v.clone())))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if rev {
+            items.reverse();
+        }
+        Box::new(items.into_iter())
     }
-
-    fn feed_cursor(&self, name: &str) -> Result<Option<u64>, StorageError> {
-        let d = self.disk();
-        Self::get(format!("C{name}"), d.visible.cursors.get(name))
-    }
-
-    fn set_feed_cursor(&self, name: &str, id: u64) -> Result<(), StorageError> {
-        self.write(vec![Op::Cursor(name.into(), encode(&id))])
-    }
-
-    fn base(&self, account: &str) -> Result<Option<Account>, StorageError> {
-        let d = self.disk();
-        Self::get(format!("B{account}"), d.visible.bases.get(account))
-    }
-
-    fn prune_history(&self, account: &str, from: u64, base: &Account) -> Result<(), StorageError> {
-        let mut batch = vec![Op::Base(account.into(), encode(base))];
-        batch.extend((from..=base.seq).map(|s| Op::EventDel(account.into(), s)));
-        self.write(batch)
-    }
-
+    /// A failed sync makes nothing durable (the daemon then stops: fail-stop).
     fn sync(&self) -> Result<(), StorageError> {
         let mut d = self.disk();
         let p = d.sync_fail_per_mille;
@@ -401,15 +183,13 @@ impl Store for SimStore {
             d.sync_faults += 1;
             return Err(io("fsync"));
         }
-        let batches: Vec<Vec<Op>> = d.unsynced.drain(..).collect();
-        for b in &batches {
-            d.durable.apply(b);
-        }
+        d.unsynced.clear();
+        d.durable = d.visible.clone();
         Ok(())
     }
 }
 
-// ------------------------------------------------------- the node: actor + journal
+// ------------------------------------------------------- the node: the daemon's code
 
 /// The process died (a storage error is fail-stop, or the simulator pulled the plug).
 #[derive(Debug)]
@@ -425,240 +205,125 @@ fn fail_stop<T>(r: Result<T, StorageError>) -> Result<T, Crash> {
 const SNAPSHOT_EVERY: u64 = 4;
 /// Longer than any simulated history, so a retried key is always a duplicate.
 const IDEMPOTENCY_TTL_MS: i64 = 100 * 365 * 86_400_000;
+const PARKED_MAX: usize = 8;
 
-struct Live {
-    acct: Account,
-    snapshot_seq: u64,
-    indexed_wakeup: Option<Ts>,
+/// A simulated client: the number of its request. Clients never hang up here.
+struct Asker(u64);
+
+impl Client for Asker {
+    fn gone(&self) -> bool {
+        false
+    }
 }
 
-/// An answer the journal holds back until the next successful sync.
-struct Waiting {
+/// An answer: sent at once, or held until the next successful sync.
+struct Answered {
     request: u64,
-    event: Event,
-    duplicate: bool,
+    reply: Reply,
 }
 
-enum Answer {
-    /// Held by the journal until durable.
-    Pending,
-    Refused,
-    Conflict,
-    NotFound,
-    Exists,
-}
-
-/// What lives in memory: the actors of the accounts touched since the last crash, and
-/// the journal's queue of answers waiting for durability.
+/// What lives in memory: the store opened on the disk, the cores of the accounts touched
+/// since the last crash, and the journal's queue of answers waiting for durability.
 struct Node {
-    live: BTreeMap<String, Live>,
-    waiting: Vec<Waiting>,
+    store: SledStore,
+    cores: BTreeMap<String, AccountCore<Asker>>,
+    waiting: Vec<Answered>,
+    pricing: Pricing,
 }
 
 impl Node {
-    fn new() -> Node {
-        Node {
-            live: BTreeMap::new(),
+    /// Opens the real store on the disk: it replays the group records a crash left.
+    fn open(kv: &Arc<SimKv>, tuning: Tuning, pricing: &Pricing) -> Result<Node, Crash> {
+        let kv: Arc<dyn Kv> = kv.clone();
+        let store = fail_stop(SledStore::open_on(
+            kv,
+            Options {
+                tuning,
+                checkpointer_thread: false,
+            },
+        ))?;
+        Ok(Node {
+            store,
+            cores: BTreeMap::new(),
             waiting: Vec::new(),
-        }
+            pricing: pricing.clone(),
+        })
     }
 
-    /// `AccountActor::activate`: snapshot + the log after it.
-    fn activate(&mut self, store: &SimStore, id: &str) -> Result<bool, Crash> {
-        if self.live.contains_key(id) {
-            return Ok(true);
+    /// One input to one account's core (activated on first use); answers what must be
+    /// sent now. What must wait for durability joins `waiting`.
+    fn handle(&mut self, id: &str, input: Input<Asker>, now: Ts) -> Result<Vec<Answered>, Crash> {
+        if !self.cores.contains_key(id) {
+            let core = AccountCore::activate(id, &self.store).map_err(|Fatal(_)| Crash)?;
+            self.cores.insert(id.to_string(), core);
         }
-        let Some(snap) = fail_stop(store.snapshot(id))? else {
-            return Ok(false);
+        let rules = Rules {
+            pricing: &self.pricing,
+            snapshot_every: SNAPSHOT_EVERY,
+            idempotency_ttl_ms: IDEMPOTENCY_TTL_MS,
+            parked_max: PARKED_MAX,
         };
-        let mut acct = snap;
-        let snapshot_seq = acct.seq;
-        assert!(
-            fail_stop(store.event(id, acct.seq))?.is_some(),
-            "account {id}: snapshot at seq {} is ahead of the log",
-            acct.seq
-        );
-        for ev in fail_stop(store.events_from(id, acct.seq + 1, usize::MAX))? {
-            acct.apply(&ev);
-        }
-        self.live.insert(
-            id.to_string(),
-            Live {
-                acct,
-                snapshot_seq,
-                indexed_wakeup: None,
-            },
-        );
-        Ok(true)
-    }
-
-    fn write_events(
-        store: &SimStore,
-        live: &mut Live,
-        events: &[Event],
-        idempotency: Vec<(&str, IdemRecord)>,
-    ) -> Result<(), Crash> {
-        let snapshot = (live.acct.seq / SNAPSHOT_EVERY > live.snapshot_seq / SNAPSHOT_EVERY)
-            .then_some(&live.acct);
-        let snap_seq = snapshot.map(|a| a.seq);
-        fail_stop(store.append(
-            &live.acct.id.clone(),
-            Append {
-                events,
-                idempotency,
-                snapshot,
-                wakeup: None,
-            },
-        ))?;
-        if let Some(s) = snap_seq {
-            live.snapshot_seq = s;
-        }
-        Ok(())
-    }
-
-    fn reindex(store: &SimStore, live: &mut Live) -> Result<(), Crash> {
-        let wakeup = live.acct.next_wakeup();
-        if live.indexed_wakeup != Some(wakeup) {
-            fail_stop(store.append(
-                &live.acct.id.clone(),
-                Append {
-                    wakeup: Some((live.indexed_wakeup, wakeup)),
-                    ..Default::default()
-                },
-            ))?;
-            live.indexed_wakeup = Some(wakeup);
-        }
-        Ok(())
-    }
-
-    /// `AccountActor::catch_up`: every reset and expiry due, at its own instant.
-    fn catch_up(store: &SimStore, live: &mut Live, now: Ts, p: &Pricing) -> Result<(), Crash> {
-        let mut recorded = Vec::new();
-        while let Some((at, body)) = live.acct.next_due(now, p) {
-            recorded.push(live.acct.record(body, at, &p.thresholds));
-        }
-        if recorded.is_empty() {
-            return Ok(());
-        }
-        Self::write_events(store, live, &recorded, Vec::new())?;
-        Self::reindex(store, live)
-    }
-
-    fn create(
-        &mut self,
-        store: &SimStore,
-        request: u64,
-        (id, plan, anchor): (&str, &str, Ts),
-        now: Ts,
-        p: &Pricing,
-    ) -> Result<Answer, Crash> {
-        if self.activate(store, id)? {
-            return Ok(Answer::Exists);
-        }
-        let ev = Account::create(id, plan, anchor, now, p).expect("simulated plans exist");
-        let mut acct = Account::empty(id);
-        acct.apply(&ev);
-        let wakeup = acct.next_wakeup();
-        fail_stop(store.append(
-            id,
-            Append {
-                events: std::slice::from_ref(&ev),
-                snapshot: Some(&acct),
-                wakeup: Some((None, wakeup)),
-                ..Default::default()
-            },
-        ))?;
-        self.live.insert(
-            id.to_string(),
-            Live {
-                snapshot_seq: acct.seq,
-                acct,
-                indexed_wakeup: Some(wakeup),
-            },
-        );
-        self.waiting.push(Waiting {
-            request,
-            event: ev,
-            duplicate: false,
-        });
-        Ok(Answer::Pending)
-    }
-
-    /// `AccountActor::try_apply` with `wait_seconds = 0`.
-    fn mutate(
-        &mut self,
-        store: &SimStore,
-        request: u64,
-        id: &str,
-        cmd: &Command,
-        now: Ts,
-        p: &Pricing,
-    ) -> Result<Answer, Crash> {
-        if !self.activate(store, id)? {
-            return Ok(Answer::NotFound);
-        }
-        let live = self.live.get_mut(id).expect("activated");
-        Self::catch_up(store, live, now, p)?;
-        let key = key_of(cmd).to_string();
-        let fp = fingerprint(cmd);
-        if let Some(rec) = fail_stop(store.idempotency(id, &key))? {
-            if rec.at.millis() + IDEMPOTENCY_TTL_MS > now.millis() {
-                if rec.fingerprint != fp {
-                    return Ok(Answer::Conflict);
-                }
-                let event = fail_stop(store.event(id, rec.seq))?
-                    .unwrap_or_else(|| panic!("account {id}: key {key} points at a lost event"));
-                self.waiting.push(Waiting {
-                    request,
-                    event,
-                    duplicate: true,
-                });
-                return Ok(Answer::Pending);
+        let core = self.cores.get_mut(id).expect("activated");
+        let outputs = core
+            .handle(input, &self.store, rules, now)
+            .map_err(|Fatal(_)| Crash)?;
+        let mut now_out = Vec::new();
+        for o in outputs {
+            match o {
+                Output::Answer { client, reply } => now_out.push(Answered {
+                    request: client.0,
+                    reply,
+                }),
+                Output::AfterSync { client, reply } => self.waiting.push(Answered {
+                    request: client.0,
+                    reply,
+                }),
+                Output::SyncSoon => {}
             }
         }
-        let body = match live.acct.decide(cmd, now, p) {
-            Ok(body) => body,
-            Err(_) => return Ok(Answer::Refused),
-        };
-        let event = live.acct.record(body, now, &p.thresholds);
-        let idem = vec![(
-            key.as_str(),
-            IdemRecord {
-                fingerprint: fp,
-                seq: event.seq,
-                at: now,
-            },
-        )];
-        Self::write_events(store, live, std::slice::from_ref(&event), idem)?;
-        Self::reindex(store, live)?;
-        self.waiting.push(Waiting {
-            request,
-            event,
-            duplicate: false,
-        });
-        Ok(Answer::Pending)
+        Ok(now_out)
     }
 
     /// The daemon's sweep plus `Msg::Wake`: wakes every account due in the index.
-    fn sweep(&mut self, store: &SimStore, now: Ts, p: &Pricing) -> Result<(), Crash> {
-        for (at, id) in fail_stop(store.due_accounts(now, usize::MAX))? {
-            if !self.activate(store, &id)? {
-                continue;
-            }
-            let live = self.live.get_mut(&id).expect("activated");
-            Self::catch_up(store, live, now, p)?;
-            if live.indexed_wakeup != Some(at) {
-                fail_stop(store.remove_wakeup(&id, at))?;
-            }
-            Self::reindex(store, live)?;
+    fn sweep(&mut self, now: Ts) -> Result<Vec<Answered>, Crash> {
+        let mut out = Vec::new();
+        for (at, id) in fail_stop(self.store.due_accounts(now, usize::MAX))? {
+            out.extend(self.handle(&id, Input::Wake { indexed_at: at }, now)?);
         }
-        Ok(())
+        Ok(out)
     }
 
-    /// The journal: one sync, then every answer waiting on it.
-    fn group_commit(&mut self, store: &SimStore) -> Result<Vec<Waiting>, Crash> {
-        fail_stop(store.sync())?;
+    /// Every actor's timer: time-driven events and parked waits that ended.
+    fn tick(&mut self, now: Ts) -> Result<Vec<Answered>, Crash> {
+        let ids: Vec<String> = self.cores.keys().cloned().collect();
+        let mut out = Vec::new();
+        for id in ids {
+            out.extend(self.handle(&id, Input::Tick, now)?);
+        }
+        Ok(out)
+    }
+
+    /// The journal: one sync (the group record, then the engine's), then every answer
+    /// waiting on it.
+    fn group_commit(&mut self) -> Result<Vec<Answered>, Crash> {
+        fail_stop(self.store.sync())?;
         Ok(std::mem::take(&mut self.waiting))
+    }
+
+    /// The checkpointer's work, as one step.
+    fn checkpoint(&mut self) -> Result<(), Crash> {
+        fail_stop(self.store.checkpoint_step()).map(|_| ())
+    }
+
+    /// A graceful stop: every core snapshots, then one last group commit.
+    fn stop(&mut self, now: Ts) -> Result<Vec<Answered>, Crash> {
+        let ids: Vec<String> = self.cores.keys().cloned().collect();
+        let mut out = Vec::new();
+        for id in ids {
+            out.extend(self.handle(&id, Input::Stop, now)?);
+        }
+        out.extend(self.group_commit()?);
+        Ok(out)
     }
 }
 
@@ -674,6 +339,8 @@ enum Request {
     Mutate {
         id: String,
         cmd: Command,
+        /// How long it may park short of credits (0: answer 402 now).
+        wait_ms: i64,
     },
 }
 
@@ -691,6 +358,11 @@ struct Stats {
     expiries: u64,
     alerts: u64,
     snapshots_checked: u64,
+    parked_served: u64,
+    group_records_replayed: u64,
+    writes_lost: u64,
+    checkpoints: u64,
+    graceful_restarts: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -707,6 +379,11 @@ impl std::ops::AddAssign for Stats {
         self.expiries += o.expiries;
         self.alerts += o.alerts;
         self.snapshots_checked += o.snapshots_checked;
+        self.parked_served += o.parked_served;
+        self.group_records_replayed += o.group_records_replayed;
+        self.writes_lost += o.writes_lost;
+        self.checkpoints += o.checkpoints;
+        self.graceful_restarts += o.graceful_restarts;
     }
 }
 
@@ -723,16 +400,18 @@ const DAY_MS: i64 = 24 * HOUR_MS;
 
 struct Sim {
     rng: Rng,
-    store: SimStore,
+    kv: Arc<SimKv>,
+    tuning: Tuning,
     node: Node,
     pricing: Pricing,
     now: Ts,
     next_request: u64,
     accounts: Vec<String>,
-    /// Requests sent and not yet answered (lost in a crash, or waiting on the journal).
+    /// Requests sent and not yet answered (lost in a crash, parked, or waiting on the
+    /// journal): what a client would retry.
     unanswered: BTreeMap<u64, Request>,
-    /// Requests whose answer the journal holds.
-    in_journal: BTreeMap<u64, Request>,
+    /// Requests the running node may still answer (forgotten at a crash).
+    in_flight: BTreeMap<u64, Request>,
     /// Every request ever sent, for retries and conflicts.
     sent: Vec<(u64, Request)>,
     /// Acknowledged mutations: (account, key) → the event first acknowledged.
@@ -747,18 +426,30 @@ impl Sim {
         let mut rng = Rng(seed);
         let write_fail = rng.below(8);
         let sync_fail = rng.below(15);
+        // Layers freeze after a few keys or many, so checkpoints land everywhere.
+        let tuning = Tuning {
+            freeze_keys: rng.range(3, 200) as usize,
+            freeze_after: Duration::from_secs(u32::MAX as u64),
+            frozen_max: rng.range(1, 3) as usize,
+            active_keys_max: usize::MAX,
+        };
         // Start anywhere in 2024-2025, on the 29th to 31st half of the time.
         let start = Ts(1_704_067_200_000 + rng.range(0, 700) * DAY_MS);
+        let kv = Arc::new(SimKv::new(seed, write_fail, sync_fail));
+        let pricing = Pricing::standard();
+        let node =
+            Node::open(&kv, tuning, &pricing).unwrap_or_else(|_| panic!("an empty disk opens"));
         Sim {
-            store: SimStore::new(seed, write_fail, sync_fail),
+            kv,
+            tuning,
+            node,
             rng,
-            node: Node::new(),
-            pricing: Pricing::standard(),
+            pricing,
             now: start,
             next_request: 1,
             accounts: Vec::new(),
             unanswered: BTreeMap::new(),
-            in_journal: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
             sent: Vec::new(),
             acked: BTreeMap::new(),
             acked_created: BTreeMap::new(),
@@ -840,18 +531,20 @@ impl Sim {
             self.stats.steps += 1;
             self.advance_clock();
             match self.step() {
-                Ok(()) => {}
+                Ok(Ok(())) => {}
+                Ok(Err(broken)) => return Err(broken),
                 Err(Crash) => self.crash_and_recover()?,
             }
         }
         // The end: flush what is waiting, then crash once more and check everything.
-        if let Ok(done) = self.node.group_commit(&self.store) {
-            self.acknowledge(done)?;
+        if let Ok(done) = self.node.group_commit() {
+            self.settle(done)?;
         }
         self.crash_and_recover()?;
-        let d = self.store.disk();
+        let d = self.kv.disk();
         self.stats.write_faults = d.write_faults;
         self.stats.sync_faults = d.sync_faults;
+        self.stats.writes_lost = d.lost;
         Ok(())
     }
 
@@ -864,7 +557,9 @@ impl Sim {
         self.now = self.now.plus_millis(ms);
     }
 
-    fn step(&mut self) -> Result<(), Crash> {
+    /// One step of the world. `Err(Crash)`: the process died; `Ok(Err(_))`: an
+    /// invariant broke.
+    fn step(&mut self) -> Result<Result<(), String>, Crash> {
         let roll = self.rng.below(1000);
         if self.accounts.is_empty() || (roll < 40 && self.accounts.len() < 12) {
             let id = format!("acct-{}", self.accounts.len());
@@ -880,17 +575,30 @@ impl Sim {
             let plan = self.rng.pick(PLANS).to_string();
             return self.send(Request::Create { id, plan, anchor });
         }
-        match roll {
+        let answers = match roll {
             40..=59 => {
                 self.stats.crashes += 1;
-                Err(Crash)
+                return Err(Crash);
             }
-            60..=219 => {
-                let done = self.node.group_commit(&self.store)?;
-                self.acknowledge(done).map_err(|e| panic!("{e}"))
+            60..=64 => {
+                self.stats.graceful_restarts += 1;
+                let done = self.node.stop(self.now)?;
+                if let Err(e) = self.settle(done) {
+                    return Ok(Err(e));
+                }
+                self.in_flight.clear();
+                self.node = Node::open(&self.kv, self.tuning, &self.pricing)?;
+                return Ok(self.check_disk());
             }
-            220..=269 => self.node.sweep(&self.store, self.now, &self.pricing),
-            270..=399 if !self.sent.is_empty() => {
+            65..=199 => self.node.group_commit()?,
+            200..=239 => {
+                self.stats.checkpoints += 1;
+                self.node.checkpoint()?;
+                Vec::new()
+            }
+            240..=269 => self.node.sweep(self.now)?,
+            270..=299 => self.node.tick(self.now)?,
+            300..=429 if !self.sent.is_empty() => {
                 // A retry: of something unanswered (what a client does after a timeout
                 // or a crash), or of anything already sent.
                 let req = if !self.unanswered.is_empty() && self.rng.chance(700) {
@@ -901,66 +609,67 @@ impl Sim {
                     self.rng.pick(&self.sent).1.clone()
                 };
                 let req = match req {
-                    Request::Mutate { id, cmd } if self.rng.chance(150) => Request::Mutate {
-                        cmd: Self::conflicting(&cmd),
-                        id,
-                    },
+                    Request::Mutate { id, cmd, wait_ms } if self.rng.chance(150) => {
+                        Request::Mutate {
+                            cmd: Self::conflicting(&cmd),
+                            id,
+                            wait_ms,
+                        }
+                    }
                     r => r,
                 };
-                self.send(req)
+                return self.send(req);
             }
             _ => {
                 let id = self.rng.pick(&self.accounts).clone();
                 let cmd = self.new_command();
-                self.send(Request::Mutate { id, cmd })
-            }
-        }
-    }
-
-    fn send(&mut self, req: Request) -> Result<(), Crash> {
-        let n = self.next_request;
-        self.next_request += 1;
-        let answer = match &req {
-            Request::Create { id, plan, anchor } => {
-                self.node
-                    .create(&self.store, n, (id, plan, *anchor), self.now, &self.pricing)?
-            }
-            Request::Mutate { id, cmd } => {
-                self.node
-                    .mutate(&self.store, n, id, cmd, self.now, &self.pricing)?
+                let may_wait = matches!(cmd, Command::Debit { .. } | Command::PlaceHold { .. });
+                let wait_ms = if may_wait && self.rng.chance(150) {
+                    self.rng.range(HOUR_MS, 30 * HOUR_MS)
+                } else {
+                    0
+                };
+                return self.send(Request::Mutate { id, cmd, wait_ms });
             }
         };
-        match answer {
-            Answer::Pending => {
-                self.unanswered.insert(n, req.clone());
-                self.in_journal.insert(n, req.clone());
-            }
-            Answer::Refused | Answer::Conflict | Answer::NotFound | Answer::Exists => {
-                self.stats.refusals += 1;
-                // A refused request leaves no trace under its key, unless the key was
-                // bound by an earlier request (then the answer is a conflict).
-                if let (Answer::Refused, Request::Mutate { id, cmd }) = (&answer, &req) {
-                    let rec = self.store.idempotency(id, key_of(cmd)).expect("readable");
-                    assert!(rec.is_none(), "a refused request bound key {}", key_of(cmd));
-                }
-                if let (Answer::NotFound, Request::Mutate { id, .. }) = (&answer, &req) {
-                    assert!(
-                        !self.acked_created.contains_key(id),
-                        "acknowledged account {id} is not found"
-                    );
-                }
-                self.drop_unanswered_same(&req);
-            }
-        }
-        self.sent.push((n, req));
-        Ok(())
+        Ok(self.settle(answers))
+    }
+
+    fn send(&mut self, req: Request) -> Result<Result<(), String>, Crash> {
+        let n = self.next_request;
+        self.next_request += 1;
+        self.unanswered.insert(n, req.clone());
+        self.in_flight.insert(n, req.clone());
+        self.sent.push((n, req.clone()));
+        let client = Asker(n);
+        let (id, input) = match req {
+            Request::Create { id, plan, anchor } => (
+                id,
+                Input::Create {
+                    plan,
+                    anchor: Some(anchor),
+                    client,
+                },
+            ),
+            Request::Mutate { id, cmd, wait_ms } => (
+                id,
+                Input::Mutate(CoreRequest {
+                    cmd,
+                    dry_run: false,
+                    wait_ms,
+                    client,
+                }),
+            ),
+        };
+        let answers = self.node.handle(&id, input, self.now)?;
+        Ok(self.settle(answers))
     }
 
     /// An answered retry settles the earlier unanswered sends of the same request.
     fn drop_unanswered_same(&mut self, req: &Request) {
         let same = |r: &Request| match (r, req) {
             (Request::Create { id: a, .. }, Request::Create { id: b, .. }) => a == b,
-            (Request::Mutate { id: a, cmd: x }, Request::Mutate { id: b, cmd: y }) => {
+            (Request::Mutate { id: a, cmd: x, .. }, Request::Mutate { id: b, cmd: y, .. }) => {
                 a == b && key_of(x) == key_of(y)
             }
             _ => false,
@@ -968,65 +677,137 @@ impl Sim {
         self.unanswered.retain(|_, r| !same(r));
     }
 
-    fn acknowledge(&mut self, done: Vec<Waiting>) -> Result<(), String> {
-        for w in done {
+    /// Checks and records answers, as the clients receive them.
+    fn settle(&mut self, answers: Vec<Answered>) -> Result<(), String> {
+        for a in answers {
             let req = self
-                .in_journal
-                .remove(&w.request)
+                .in_flight
+                .remove(&a.request)
                 .ok_or("an answer for a request nobody is waiting on")?;
-            self.stats.acknowledged += 1;
-            self.stats.duplicates += w.duplicate as u64;
-            match &req {
-                Request::Create { id, .. } => {
-                    self.acked_created.insert(id.clone(), w.event.clone());
+            self.unanswered.remove(&a.request);
+            match a.reply {
+                Ok(Outcome::Applied { event, duplicate }) => {
+                    self.acknowledge(&req, event, duplicate)?
                 }
-                Request::Mutate { id, cmd } => {
-                    let k = (id.clone(), key_of(cmd).to_string());
-                    if let Some(first) = self.acked.get(&k) {
-                        if *first != w.event {
-                            return Err(format!(
-                                "key {k:?} answered twice with different events:\n{first:?}\n{:?}",
-                                w.event
-                            ));
+                Ok(other) => return Err(format!("an unexpected answer {other:?}")),
+                Err(ActorError::Refused(_)) | Err(ActorError::IdempotencyConflict { .. }) => {
+                    self.stats.refusals += 1;
+                    // A refused request leaves no trace under its key, unless the key was
+                    // bound by an earlier request (then the answer is a conflict).
+                    if let (Err(ActorError::Refused(_)), Request::Mutate { id, cmd, .. }) =
+                        (&a.reply, &req)
+                    {
+                        let rec = self
+                            .node
+                            .store
+                            .idempotency(id, key_of(cmd))
+                            .expect("readable");
+                        if rec.is_some() {
+                            return Err(format!("a refused request bound key {}", key_of(cmd)));
                         }
-                        if !w.duplicate {
-                            return Err(format!("key {k:?} applied twice"));
-                        }
-                    } else {
-                        self.acked.insert(k, w.event.clone());
                     }
+                    self.drop_unanswered_same(&req);
+                }
+                Err(ActorError::NotFound) => {
+                    if let Request::Mutate { id, .. } = &req {
+                        if self.acked_created.contains_key(id) {
+                            return Err(format!("acknowledged account {id} is not found"));
+                        }
+                    }
+                    self.drop_unanswered_same(&req);
+                }
+                Err(ActorError::Exists) => self.drop_unanswered_same(&req),
+                // Superseded by its own retry, or turned away: the client may retry.
+                Err(ActorError::Unavailable) | Err(ActorError::Overloaded) => {}
+                Err(e @ ActorError::Corrupt(_)) => return Err(format!("{e:?}")),
+            }
+        }
+        Ok(())
+    }
+
+    fn acknowledge(&mut self, req: &Request, event: Event, duplicate: bool) -> Result<(), String> {
+        self.stats.acknowledged += 1;
+        self.stats.duplicates += duplicate as u64;
+        match req {
+            Request::Create { id, .. } => {
+                self.acked_created.insert(id.clone(), event);
+            }
+            Request::Mutate { id, cmd, wait_ms } => {
+                if *wait_ms > 0 {
+                    self.stats.parked_served += 1;
+                }
+                let k = (id.clone(), key_of(cmd).to_string());
+                if let Some(first) = self.acked.get(&k) {
+                    if *first != event {
+                        return Err(format!(
+                            "key {k:?} answered twice with different events:\n{first:?}\n{event:?}"
+                        ));
+                    }
+                    if !duplicate {
+                        return Err(format!("key {k:?} applied twice"));
+                    }
+                } else {
+                    self.acked.insert(k, event);
                 }
             }
-            self.drop_unanswered_same(&req);
         }
+        self.drop_unanswered_same(req);
         Ok(())
     }
 
     fn crash_and_recover(&mut self) -> Result<(), String> {
         loop {
-            // Everything in memory is gone: the actors and the answers the journal held.
-            self.node = Node::new();
-            self.in_journal.clear();
-            self.store.crash(&mut self.rng);
+            // Everything in memory is gone: the cores and the answers the journal held.
+            self.in_flight.clear();
+            self.kv.crash(&mut self.rng);
+            let records = self.group_records();
+            // Reopening replays the group records the crash left; its writes may fail
+            // too: crash again.
+            let Ok(node) = Node::open(&self.kv, self.tuning, &self.pricing) else {
+                self.stats.crashes += 1;
+                continue;
+            };
+            self.node = node;
+            self.stats.group_records_replayed += records;
+            if self.group_records() != 0 {
+                return Err(format!(
+                    "{} group records left after the store opened ({records} before)",
+                    self.group_records()
+                ));
+            }
             self.check_disk()?;
             // Restarted, the sweep catches every account up; after it nothing is overdue
-            // (resets and expiries go out on time). Its writes may fail too: crash again.
-            match self.node.sweep(&self.store, self.now, &self.pricing) {
-                Ok(()) => break,
+            // (resets and expiries go out on time).
+            match self.node.sweep(self.now) {
+                Ok(answers) => {
+                    self.settle(answers)?;
+                    break;
+                }
                 Err(Crash) => self.stats.crashes += 1,
             }
         }
-        for (id, live) in &self.node.live {
-            if live.acct.next_due(self.now, &self.pricing).is_some() {
-                return Err(format!("account {id}: overdue after a sweep"));
+        for (id, core) in &self.node.cores {
+            if let Some(acct) = core.account() {
+                if acct.next_due(self.now, &self.pricing).is_some() {
+                    return Err(format!("account {id}: overdue after a sweep"));
+                }
             }
         }
         Ok(())
     }
 
+    /// Group records on the disk (what a reopen must replay).
+    fn group_records(&self) -> u64 {
+        let d = self.kv.disk();
+        d.visible
+            .keys()
+            .filter(|k| k.first() == Some(&creditsd::store::overlay::GROUP))
+            .count() as u64
+    }
+
     /// The invariants, over everything the disk holds after a crash.
     fn check_disk(&mut self) -> Result<(), String> {
-        let s = &self.store;
+        let s = &self.node.store;
         let ids = s.accounts().map_err(|e| e.to_string())?;
         for id in self.acked_created.keys() {
             if !ids.contains(id) {
