@@ -90,6 +90,21 @@ pub struct Limits {
     pub wait_seconds_max: u64,
     pub hold_ttl_seconds_max: u64,
     pub holds_open_max: usize,
+    /// Ledger entries in one page (`GET .../ledger`) when `limit` is not given (count).
+    pub ledger_page_default: usize,
+    /// The largest `limit` of a ledger page (count).
+    pub ledger_page_max: usize,
+    /// Feed events in one answer of `GET /v1/events` when `limit` is not given (count).
+    pub events_page_default: usize,
+    /// The largest `limit` of `GET /v1/events` (count).
+    pub events_page_max: usize,
+    /// Items in one page of a list (`GET /v1/accounts`, `GET .../holds`) when `limit` is
+    /// not given (count).
+    pub list_page_default: usize,
+    /// The largest `limit` of a list page (count).
+    pub list_page_max: usize,
+    /// Periods (days or months) one usage answer may span (count).
+    pub usage_periods_max: usize,
 }
 
 impl Limits {
@@ -239,6 +254,13 @@ impl Default for Limits {
             wait_seconds_max: 60,
             hold_ttl_seconds_max: 7 * 24 * 3600,
             holds_open_max: 1000,
+            ledger_page_default: 50,
+            ledger_page_max: 500,
+            events_page_default: 100,
+            events_page_max: 1000,
+            list_page_default: 100,
+            list_page_max: 1000,
+            usage_periods_max: 1000,
         }
     }
 }
@@ -342,6 +364,22 @@ impl Config {
                 self.limits.hold_ttl_seconds_max,
             ),
             ("limits.holds_open_max", self.limits.holds_open_max as u64),
+            (
+                "limits.ledger_page_default",
+                self.limits.ledger_page_default as u64,
+            ),
+            (
+                "limits.events_page_default",
+                self.limits.events_page_default as u64,
+            ),
+            (
+                "limits.list_page_default",
+                self.limits.list_page_default as u64,
+            ),
+            (
+                "limits.usage_periods_max",
+                self.limits.usage_periods_max as u64,
+            ),
             ("credits.hold_ttl_seconds", self.credits.hold_ttl_seconds),
             ("history.prune_interval_ms", self.history.prune_interval_ms),
             ("history.prune_events_max", self.history.prune_events_max),
@@ -371,6 +409,30 @@ impl Config {
                 )
             }
             Ok(_) => {}
+        }
+        for (default_key, default, max_key, max) in [
+            (
+                "limits.ledger_page_default",
+                self.limits.ledger_page_default,
+                "limits.ledger_page_max",
+                self.limits.ledger_page_max,
+            ),
+            (
+                "limits.events_page_default",
+                self.limits.events_page_default,
+                "limits.events_page_max",
+                self.limits.events_page_max,
+            ),
+            (
+                "limits.list_page_default",
+                self.limits.list_page_default,
+                "limits.list_page_max",
+                self.limits.list_page_max,
+            ),
+        ] {
+            if default > max {
+                return bad(default_key, &format!("larger than {max_key}"));
+            }
         }
         if self.limits.wait_seconds_max > 3600 {
             return bad("limits.wait_seconds_max", "at most 3600");

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use crate::actor::{ActorError, Clock, Msg, Registry, Reply, Services, SystemClock};
 use crate::config::{Config, DurabilityMode};
-use crate::http::{auth::Auth, server, App};
+use crate::http::{auth::Auth, reads::Reads, server, App};
 use crate::metrics as m;
 use crate::store::journal::{Durability, JournalObserver};
 use crate::store::{Journal, SledStore, StorageError, Store};
@@ -148,15 +148,15 @@ pub async fn run(
     if !auth.enabled() {
         tracing::warn!("no [[auth.tokens]] configured: authentication is off and creditsd serves loopback only");
     }
-    tokio::spawn(m::upkeep(metrics.clone(), store.clone(), registry.clone()));
     let app = Arc::new(App {
         config: config.clone(),
         registry: registry.clone(),
-        store: store.clone(),
+        reads: Reads::new(store.clone()),
         metrics,
         auth,
         ready: Default::default(),
     });
+    tokio::spawn(upkeep_metrics(app.clone()));
     app.ready.store(true, Ordering::Release);
     tracing::info!("listening on http://{local}");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -211,6 +211,18 @@ async fn prune_idempotency(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ttl_s: 
             Ok(Err(e)) => crate::fail_stop(&format!("pruning idempotency keys: {e}")),
             Err(e) => tracing::error!(error = %e, "idempotency pruning task failed"),
         }
+    }
+}
+
+/// Keeps histograms upkept and the book gauges current between scrapes, so a scrape that
+/// comes rarely still sees bounded histogram buffers and gauges are never older than
+/// `metrics::UPKEEP_INTERVAL`.
+async fn upkeep_metrics(app: Arc<App>) {
+    let mut tick = tokio::time::interval(m::UPKEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        app.refresh_metrics();
     }
 }
 

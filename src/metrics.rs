@@ -157,20 +157,3 @@ pub fn count_result(cmd: &Command, result: &'static str) {
         }
     }
 }
-
-/// Keeps histograms upkept and the book gauges current between scrapes, so a scrape that
-/// comes rarely still sees bounded histogram buffers and gauges are never older than
-/// `UPKEEP_INTERVAL`.
-pub async fn upkeep(
-    handle: PrometheusHandle,
-    store: std::sync::Arc<dyn crate::store::Store>,
-    registry: crate::actor::Registry,
-) {
-    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        handle.run_upkeep();
-        refresh(&store.totals(), registry.active());
-    }
-}

@@ -234,7 +234,7 @@ async fn deliver(
     entry: &FeedEntry,
 ) {
     let body = Bytes::from(
-        serde_json::to_vec(&crate::http::dto::feed_entry(entry)).expect("JSON values serialize"),
+        serde_json::to_vec(&crate::wire::feed_entry(entry)).expect("JSON values serialize"),
     );
     let signature = signature(hook.secret.as_bytes(), &body);
     let mut backoff = Duration::from_millis(hook.backoff_initial_ms);
