@@ -112,7 +112,7 @@ pub async fn run(
         snapshot_every: config.storage.snapshot_every,
         idempotency_ttl_ms: config.storage.idempotency_ttl_seconds as i64 * 1000,
         mailbox_max: config.actors.mailbox_max,
-        parked_max: config.actors.mailbox_max,
+        parked_max: config.actors.parked_max,
         idle_timeout: Duration::from_millis(config.actors.idle_timeout_ms),
     }));
     tokio::spawn(sweep(
@@ -131,6 +131,7 @@ pub async fn run(
         store.clone(),
         clock.clone(),
         config.storage.idempotency_ttl_seconds,
+        Duration::from_millis(config.storage.idempotency_prune_interval_ms),
     ));
 
     tokio::spawn(crate::history::run(
@@ -199,8 +200,14 @@ async fn sweep(registry: Registry, store: Arc<dyn Store>, clock: Arc<dyn Clock>,
     }
 }
 
-async fn prune_idempotency(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ttl_s: u64) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+/// Deletes idempotency keys older than their TTL, every `every`.
+async fn prune_idempotency(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    ttl_s: u64,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         let cutoff = clock.now().plus_millis(-(ttl_s as i64 * 1000));

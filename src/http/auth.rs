@@ -1,40 +1,13 @@
-//! Bearer tokens: the config holds the SHA-256 of each token and its scopes; a request's
-//! token is hashed and compared with every configured hash in constant time.
+//! Bearer tokens: the config holds the SHA-256 of each token and its scopes
+//! (`config::Scope`); a request's token is hashed and compared with every configured hash
+//! in constant time.
 
 use hyper::StatusCode;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
-use crate::config::TokenConfig;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scope {
-    Read,
-    Debit,
-    Billing,
-    Admin,
-}
-
-impl Scope {
-    fn parse(s: &str) -> Option<Scope> {
-        Some(match s {
-            "read" => Scope::Read,
-            "debit" => Scope::Debit,
-            "billing" => Scope::Billing,
-            "admin" => Scope::Admin,
-            _ => return None,
-        })
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Scope::Read => "read",
-            Scope::Debit => "debit",
-            Scope::Billing => "billing",
-            Scope::Admin => "admin",
-        }
-    }
-}
+use crate::config::{Scope, TokenConfig};
 
 struct Token {
     name: String,
