@@ -21,7 +21,7 @@ struct MetricsObserver;
 impl JournalObserver for MetricsObserver {
     fn group_committed(&self, size: usize, fsync: Duration) {
         metrics::histogram!(m::GROUP_COMMIT_SIZE).record(size as f64);
-        metrics::histogram!(m::FSYNC_SECONDS).record(fsync.as_secs_f64());
+        metrics::histogram!(m::FSYNC_DURATION_SECONDS).record(fsync.as_secs_f64());
     }
 }
 
@@ -83,7 +83,7 @@ pub async fn run(
             _ => 2,
         },
     })?;
-    metrics::histogram!(m::RECOVERY_SECONDS).record(started.elapsed().as_secs_f64());
+    metrics::histogram!(m::RECOVERY_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "storage open; accounts are recovered on first use"

@@ -52,7 +52,18 @@ impl App {
     /// actors in memory: on every scrape, and every `metrics::UPKEEP_INTERVAL` between.
     pub fn refresh_metrics(&self) {
         self.metrics.run_upkeep();
-        crate::metrics::refresh(&self.reads.totals(), self.registry.active());
+        let t = self.reads.totals();
+        crate::metrics::refresh(
+            &[
+                ("monthly", t.monthly),
+                ("free", t.free),
+                ("packs", t.packs),
+                ("held", t.held),
+            ],
+            t.accounts,
+            t.paused,
+            self.registry.active(),
+        );
     }
 }
 

@@ -37,7 +37,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
         }
         Err(e) => error_response(&e),
     };
-    metrics::histogram!(m::HTTP_REQUEST_SECONDS, "route" => route)
+    metrics::histogram!(m::HTTP_REQUEST_DURATION_SECONDS, "route" => route)
         .record(started.elapsed().as_secs_f64());
     metrics::counter!(m::HTTP_RESPONSES_TOTAL, "route" => route, "code" => resp.status().as_str().to_string())
         .increment(1);
