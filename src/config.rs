@@ -1,13 +1,17 @@
-//! The one typed configuration, loaded from `config.toml`. Every key has a default (the
-//! values of `SPEC.md`), unknown keys are refused, and `validate` names the bad key.
+//! The one typed configuration, loaded from `config.toml`: every section, each field with
+//! its unit (ms, seconds, bytes, count, credits). Every key has a default (the values of
+//! `SPEC.md`), unknown keys are refused, and `validate` names the bad key. It imports
+//! only the domain: the modules that run what it configures import it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use hyper::Uri;
 use serde::Deserialize;
 
-use crate::domain::{Credits, Pack, Pricing};
+use crate::domain::time::add_months;
+use crate::domain::{Credits, Notice, Pack, Pricing, Ts};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -17,27 +21,33 @@ pub struct Config {
     pub actors: ActorConfig,
     pub limits: Limits,
     pub credits: CreditsConfig,
+    /// `[operations]`: the price of each operation (credits).
     pub operations: BTreeMap<String, u64>,
+    /// `[plans]`: the monthly allocation of each plan (credits).
     pub plans: BTreeMap<String, u64>,
+    /// `[packs.NAME]`: the credit packs for sale.
     pub packs: BTreeMap<String, PackConfig>,
     pub auth: AuthConfig,
     pub log: LogConfig,
-    pub feed: crate::feed::FeedConfig,
-    pub webhooks: Vec<crate::webhooks::WebhookConfig>,
-    pub history: crate::history::HistoryConfig,
+    pub feed: FeedConfig,
+    /// `[[webhooks]]`: where the durable feed is delivered.
+    pub webhooks: Vec<WebhookConfig>,
+    pub history: HistoryConfig,
 }
 
+/// `[server]`: the HTTP listener.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
+    /// Address to serve on (`IP:PORT`); without tokens only loopback is allowed.
     pub listen: String,
-    /// Connections served at once; more wait in the kernel's accept queue.
+    /// Connections served at once (count); more wait in the kernel's accept queue.
     pub connections_max: usize,
-    /// A client that has not sent its request head within this time is dropped.
+    /// A client that has not sent its request head within this time is dropped (ms).
     pub header_read_timeout_ms: u64,
-    /// A request body must arrive whole within this time, or the answer is 408.
+    /// A request body must arrive whole within this time, or the answer is 408 (ms).
     pub body_read_timeout_ms: u64,
-    /// How long SIGTERM waits for in-flight requests before closing connections.
+    /// How long SIGTERM waits for in-flight requests before closing connections (ms).
     pub drain_timeout_ms: u64,
 }
 
@@ -48,48 +58,91 @@ pub enum DurabilityMode {
     Periodic,
 }
 
+/// `[storage]`: sled, durability, snapshots, idempotency keys.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
+    /// Directory of the sled database (created if missing).
     pub path: PathBuf,
+    /// `sync`: acknowledge after the group commit's fsync; `periodic`: at once.
     pub durability: DurabilityMode,
+    /// In `periodic` mode, how often the journal fsyncs (ms).
     pub flush_interval_ms: u64,
+    /// An account is snapshotted every this many events (count).
     pub snapshot_every: u64,
+    /// How long an idempotency key is remembered (seconds).
     pub idempotency_ttl_seconds: u64,
-    /// Replies waiting for the group commit; a full queue slows actors, then fills mailboxes.
+    /// How often keys older than `idempotency_ttl_seconds` are deleted (ms).
+    pub idempotency_prune_interval_ms: u64,
+    /// Replies waiting for the group commit (count); a full queue slows actors, then
+    /// fills mailboxes.
     pub journal_queue_max: usize,
-    /// Replies released by one fsync at most.
+    /// Replies released by one fsync at most (count).
     pub group_commit_max: usize,
+    /// sled's page cache (bytes).
     pub cache_bytes: u64,
 }
 
+/// `[actors]`: one task per account.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ActorConfig {
-    /// Messages waiting for one account; a full mailbox answers 429 with Retry-After.
+    /// Messages waiting for one account (count); a full mailbox answers 429 with
+    /// Retry-After.
     pub mailbox_max: usize,
-    /// How often idle accounts are swept for due resets and hold expiries.
+    /// Debits and holds one account keeps parked (`wait_seconds`) until credits arrive
+    /// (count); one more is answered 429.
+    pub parked_max: usize,
+    /// How often idle accounts are swept for due resets and hold expiries (ms).
     pub sweep_interval_ms: u64,
     /// An account that handled nothing for this long is snapshotted and its task stops
-    /// (passivation); the next message reactivates it from the snapshot.
+    /// (passivation); the next message reactivates it from the snapshot (ms).
     pub idle_timeout_ms: u64,
 }
 
+/// `[limits]`: the bounds of requests and of paged answers.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
+    /// Length of an account id (bytes).
     pub account_id_bytes_max: usize,
+    /// Length of an idempotency key or a `payment_ref` (bytes).
     pub idempotency_key_bytes_max: usize,
+    /// `quantity` of a debit or a hold (count).
     pub quantity_max: u32,
+    /// A request body, but for the batch endpoint's (bytes).
     pub body_bytes_max: usize,
+    /// The body of `POST /v1/debits` (bytes).
     pub batch_body_bytes_max: usize,
+    /// Items of one batch (count).
     pub batch_items_max: usize,
+    /// Members of a debit's `metadata` (count).
     pub metadata_keys_max: usize,
+    /// A debit's `metadata`, keys and values together (bytes).
     pub metadata_bytes_max: usize,
+    /// A grant's `reason` (bytes).
     pub reason_bytes_max: usize,
+    /// The longest `wait_seconds` a debit, a hold or a feed poll may ask for (seconds).
     pub wait_seconds_max: u64,
+    /// The longest `ttl_seconds` of a hold (seconds).
     pub hold_ttl_seconds_max: u64,
+    /// Open holds of one account (count).
     pub holds_open_max: usize,
+    /// Ledger entries in one page (`GET .../ledger`) when `limit` is not given (count).
+    pub ledger_page_default: usize,
+    /// The largest `limit` of a ledger page (count).
+    pub ledger_page_max: usize,
+    /// Feed events in one answer of `GET /v1/events` when `limit` is not given (count).
+    pub events_page_default: usize,
+    /// The largest `limit` of `GET /v1/events` (count).
+    pub events_page_max: usize,
+    /// Items in one page of a list (`GET /v1/accounts`, `GET .../holds`) when `limit` is
+    /// not given (count).
+    pub list_page_default: usize,
+    /// The largest `limit` of a list page (count).
+    pub list_page_max: usize,
+    /// Periods (days or months) one usage answer may span (count).
+    pub usage_periods_max: usize,
 }
 
 impl Limits {
@@ -109,36 +162,76 @@ impl Limits {
     }
 }
 
+/// `[credits]`: the free tier, alerts and holds.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CreditsConfig {
+    /// Granted once into the `free` bucket when an account is created (credits).
     pub free_tier: u64,
+    /// Low-balance alert thresholds (percent remaining, 0-100; 0 is exhaustion).
     pub thresholds: Vec<u8>,
+    /// A hold's time to live when the request gives none (seconds).
     pub hold_ttl_seconds: u64,
 }
 
+/// `[packs.NAME]`: one credit pack.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PackConfig {
+    /// Added to the `packs` bucket (credits).
     pub credits: u64,
+    /// Recorded with the purchase (cents).
     pub price_cents: u64,
 }
 
+/// `[auth]`: bearer tokens.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
+    /// `[[auth.tokens]]`; none: authentication is off and only loopback is served.
     pub tokens: Vec<TokenConfig>,
 }
 
+/// `[[auth.tokens]]`: one token.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
+    /// Names the token in logs and 403 answers.
     pub name: String,
-    /// Hex SHA-256 of the bearer token (`creditsd hash-token`).
+    /// Hex SHA-256 of the bearer token (`creditsd hash-token`; 64 hex digits).
     pub sha256: String,
+    /// What the token may do: names of `Scope::ALL`.
     pub scopes: Vec<String>,
 }
 
+/// What a token may do. `admin` implies every other scope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Read,
+    Debit,
+    Billing,
+    Admin,
+}
+
+impl Scope {
+    /// Every scope: the one list config validation, the docs and auth go by.
+    pub const ALL: [Scope; 4] = [Scope::Read, Scope::Debit, Scope::Billing, Scope::Admin];
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|scope| scope.name() == s)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Debit => "debit",
+            Scope::Billing => "billing",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// `[log]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -146,6 +239,137 @@ pub struct LogConfig {
     pub format: String,
     /// A tracing filter (`info`, `creditsd=debug`); `RUST_LOG` overrides it.
     pub level: String,
+}
+
+/// `[feed]`: retention of the durable notification feed (`F‖id` entries).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedConfig {
+    /// Entries kept at most; the oldest beyond it are pruned (count).
+    pub retention_events_max: u64,
+    /// Entries older than this are pruned; 0 keeps them whatever their age (seconds).
+    pub retention_seconds: u64,
+    /// How often pruning runs (ms).
+    pub prune_interval_ms: u64,
+}
+
+/// `[[webhooks]]`: one endpoint the durable feed is delivered to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Names the webhook's cursor in storage (1-256 bytes); defaults to the URL.
+    /// Changing it (or the URL when there is no name) starts a new cursor at the end of
+    /// the feed.
+    pub name: Option<String>,
+    /// `http://host:port/path`. https is not spoken (docs/operations.md).
+    pub url: String,
+    /// Key of the HMAC-SHA256 in `X-Creditsd-Signature`.
+    pub secret: String,
+    /// Event types to deliver (`balance.low`, ...); omitted: every type.
+    pub events: Option<Vec<String>>,
+    /// One attempt's time limit (ms).
+    #[serde(default = "webhook_defaults::timeout_ms")]
+    pub timeout_ms: u64,
+    /// Wait after the first failed attempt; it doubles after each failure... (ms)
+    #[serde(default = "webhook_defaults::backoff_initial_ms")]
+    pub backoff_initial_ms: u64,
+    /// ...up to this (ms).
+    #[serde(default = "webhook_defaults::backoff_max_ms")]
+    pub backoff_max_ms: u64,
+    /// Attempts per event before it is given up (logged and counted) and delivery goes
+    /// on with the next (count); 0 (the default) never gives up: at-least-once delivery.
+    #[serde(default)]
+    pub attempts_max: u32,
+}
+
+mod webhook_defaults {
+    pub fn timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn backoff_initial_ms() -> u64 {
+        500
+    }
+    pub fn backoff_max_ms() -> u64 {
+        60_000
+    }
+}
+
+impl WebhookConfig {
+    /// The name of its cursor: `name`, else the URL.
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.url)
+    }
+}
+
+/// `[history]`: retention of the accounts' event logs (the ledger).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// How long the ledger keeps events: `"13 months"`, `"90 days"`, `"12 hours"`,
+    /// `"30 seconds"` (a number and a unit; months are calendar months). See `Retention`.
+    pub retention: String,
+    /// How often the pruner runs (ms).
+    pub prune_interval_ms: u64,
+    /// Events deleted per account per pass, at most, in one commit (count).
+    pub prune_events_max: u64,
+}
+
+/// A parsed retention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retention {
+    Months(i64),
+    Millis(i64),
+}
+
+impl Retention {
+    pub fn parse(s: &str) -> Result<Retention, String> {
+        let mut parts = s.split_whitespace();
+        let (Some(n), Some(unit), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err("expected a number and a unit, like \"13 months\"".into());
+        };
+        let n: i64 = match n.parse() {
+            Ok(n) if (1..=1200).contains(&n) => n,
+            _ => return Err("the number must be an integer from 1 to 1200".into()),
+        };
+        let unit_ms = match unit.trim_end_matches('s') {
+            "month" => return Ok(Retention::Months(n)),
+            "day" => 86_400_000,
+            "hour" => 3_600_000,
+            "minute" => 60_000,
+            "second" => 1_000,
+            _ => return Err("the unit is one of months, days, hours, minutes, seconds".into()),
+        };
+        Ok(Retention::Millis(n * unit_ms))
+    }
+
+    /// Events at or after this instant are kept.
+    pub fn cutoff(self, now: Ts) -> Ts {
+        match self {
+            Retention::Months(n) => add_months(now, -n),
+            Retention::Millis(ms) => now.plus_millis(-ms),
+        }
+    }
+
+    /// The shortest this retention can be, for comparing with other durations: for
+    /// months, the shortest `now - cutoff(now)` over every day of a whole 400-year
+    /// Gregorian cycle (so leap days, short months and century years are all met):
+    /// 28 days for "1 month", 393 days for "13 months", not n × 28 days.
+    pub fn min_millis(self) -> i64 {
+        const DAY_MS: i64 = 86_400_000;
+        const CYCLE_DAYS: i64 = 146_097;
+        // 2000-01-01: a cycle from there meets every calendar case once.
+        const START: Ts = Ts(946_684_800_000);
+        match self {
+            Retention::Months(n) => (0..CYCLE_DAYS)
+                .map(|d| {
+                    let now = START.plus_millis(d * DAY_MS);
+                    now.millis() - add_months(now, -n).millis()
+                })
+                .min()
+                .unwrap_or(0),
+            Retention::Millis(ms) => ms,
+        }
+    }
 }
 
 impl Default for Config {
@@ -178,9 +402,9 @@ impl Default for Config {
                 .collect(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
-            feed: Default::default(),
+            feed: FeedConfig::default(),
             webhooks: Vec::new(),
-            history: Default::default(),
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -205,6 +429,7 @@ impl Default for StorageConfig {
             flush_interval_ms: 50,
             snapshot_every: 1000,
             idempotency_ttl_seconds: 7 * 24 * 3600,
+            idempotency_prune_interval_ms: 3_600_000,
             journal_queue_max: 65_536,
             group_commit_max: 8192,
             cache_bytes: 256 * 1024 * 1024,
@@ -216,6 +441,7 @@ impl Default for ActorConfig {
     fn default() -> Self {
         ActorConfig {
             mailbox_max: 1024,
+            parked_max: 1024,
             sweep_interval_ms: 1000,
             idle_timeout_ms: 300_000,
         }
@@ -239,6 +465,13 @@ impl Default for Limits {
             wait_seconds_max: 60,
             hold_ttl_seconds_max: 7 * 24 * 3600,
             holds_open_max: 1000,
+            ledger_page_default: 50,
+            ledger_page_max: 500,
+            events_page_default: 100,
+            events_page_max: 1000,
+            list_page_default: 100,
+            list_page_max: 1000,
+            usage_periods_max: 1000,
         }
     }
 }
@@ -249,6 +482,26 @@ impl Default for CreditsConfig {
             free_tier: 50,
             thresholds: vec![25, 10, 0],
             hold_ttl_seconds: 900,
+        }
+    }
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        FeedConfig {
+            retention_events_max: 1_000_000,
+            retention_seconds: 30 * 24 * 3600,
+            prune_interval_ms: 60_000,
+        }
+    }
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            retention: "13 months".into(),
+            prune_interval_ms: 3_600_000,
+            prune_events_max: 10_000,
         }
     }
 }
@@ -272,9 +525,6 @@ impl std::fmt::Display for ConfigError {
     }
 }
 impl std::error::Error for ConfigError {}
-
-/// Scopes a token may carry.
-pub const SCOPES: [&str; 4] = ["read", "debit", "billing", "admin"];
 
 /// The largest price, allocation or pack: keeps `price × quantity_max` and a lifetime of
 /// resets far from u64's limit.
@@ -319,7 +569,12 @@ impl Config {
                 "storage.group_commit_max",
                 self.storage.group_commit_max as u64,
             ),
+            (
+                "storage.idempotency_prune_interval_ms",
+                self.storage.idempotency_prune_interval_ms,
+            ),
             ("actors.mailbox_max", self.actors.mailbox_max as u64),
+            ("actors.parked_max", self.actors.parked_max as u64),
             ("actors.sweep_interval_ms", self.actors.sweep_interval_ms),
             ("actors.idle_timeout_ms", self.actors.idle_timeout_ms),
             (
@@ -342,9 +597,27 @@ impl Config {
                 self.limits.hold_ttl_seconds_max,
             ),
             ("limits.holds_open_max", self.limits.holds_open_max as u64),
+            (
+                "limits.ledger_page_default",
+                self.limits.ledger_page_default as u64,
+            ),
+            (
+                "limits.events_page_default",
+                self.limits.events_page_default as u64,
+            ),
+            (
+                "limits.list_page_default",
+                self.limits.list_page_default as u64,
+            ),
+            (
+                "limits.usage_periods_max",
+                self.limits.usage_periods_max as u64,
+            ),
             ("credits.hold_ttl_seconds", self.credits.hold_ttl_seconds),
             ("history.prune_interval_ms", self.history.prune_interval_ms),
             ("history.prune_events_max", self.history.prune_events_max),
+            ("feed.retention_events_max", self.feed.retention_events_max),
+            ("feed.prune_interval_ms", self.feed.prune_interval_ms),
         ] {
             if v == 0 {
                 return bad(key, "must be greater than 0");
@@ -361,7 +634,7 @@ impl Config {
                 ),
             );
         }
-        match crate::history::Retention::parse(&self.history.retention) {
+        match Retention::parse(&self.history.retention) {
             Err(why) => return bad("history.retention", &why),
             // A key must not outlive the event it answers with.
             Ok(r) if r.min_millis() < self.storage.idempotency_ttl_seconds as i64 * 1000 => {
@@ -371,6 +644,30 @@ impl Config {
                 )
             }
             Ok(_) => {}
+        }
+        for (default_key, default, max_key, max) in [
+            (
+                "limits.ledger_page_default",
+                self.limits.ledger_page_default,
+                "limits.ledger_page_max",
+                self.limits.ledger_page_max,
+            ),
+            (
+                "limits.events_page_default",
+                self.limits.events_page_default,
+                "limits.events_page_max",
+                self.limits.events_page_max,
+            ),
+            (
+                "limits.list_page_default",
+                self.limits.list_page_default,
+                "limits.list_page_max",
+                self.limits.list_page_max,
+            ),
+        ] {
+            if default > max {
+                return bad(default_key, &format!("larger than {max_key}"));
+            }
         }
         if self.limits.wait_seconds_max > 3600 {
             return bad("limits.wait_seconds_max", "at most 3600");
@@ -445,16 +742,16 @@ impl Config {
                 );
             }
             for s in &t.scopes {
-                if !SCOPES.contains(&s.as_str()) {
+                if Scope::parse(s).is_none() {
+                    let names: Vec<&str> = Scope::ALL.iter().map(|s| s.name()).collect();
                     return bad(
                         &format!("auth.tokens[{i}].scopes"),
-                        "scopes are read, debit, billing, admin",
+                        &format!("scopes are {}", names.join(", ")),
                     );
                 }
             }
         }
-        self.feed.validate()?;
-        crate::webhooks::validate(&self.webhooks)
+        validate_webhooks(&self.webhooks)
     }
 
     pub fn pricing(&self) -> Pricing {
@@ -494,6 +791,69 @@ impl Config {
     pub fn listen_addr(&self) -> SocketAddr {
         self.server.listen.parse().expect("validated")
     }
+}
+
+/// Checks every `[[webhooks]]` entry; the error names the key.
+fn validate_webhooks(hooks: &[WebhookConfig]) -> Result<(), ConfigError> {
+    let bad = |i: usize, key: &str, why: &str| {
+        Err(ConfigError(format!(
+            "invalid value for `webhooks[{i}].{key}`: {why}"
+        )))
+    };
+    for (i, h) in hooks.iter().enumerate() {
+        match h.url.parse::<Uri>() {
+            Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => {}
+            Ok(u) if u.scheme_str() == Some("https") => {
+                return bad(
+                    i,
+                    "url",
+                    "https is not supported: creditsd sends webhooks over plain http; \
+                     deliver to a local TLS-terminating proxy (or read /v1/events) instead",
+                )
+            }
+            _ => return bad(i, "url", "expected an absolute http:// URL"),
+        }
+        if h.secret.is_empty() {
+            return bad(i, "secret", "must not be empty");
+        }
+        if let Some(events) = &h.events {
+            if events.is_empty() {
+                return bad(i, "events", "must not be empty (omit it for every type)");
+            }
+            for e in events {
+                if !Notice::TYPES.contains(&e.as_str()) {
+                    return bad(
+                        i,
+                        "events",
+                        &format!("unknown type {e:?}; expected {}", Notice::TYPES.join(", ")),
+                    );
+                }
+            }
+        }
+        if h.name().is_empty() || h.name().len() > 256 {
+            return bad(i, "name", "1 to 256 bytes");
+        }
+        for (key, v) in [
+            ("timeout_ms", h.timeout_ms),
+            ("backoff_initial_ms", h.backoff_initial_ms),
+            ("backoff_max_ms", h.backoff_max_ms),
+        ] {
+            if v == 0 {
+                return bad(i, key, "must be greater than 0");
+            }
+        }
+        if h.backoff_max_ms < h.backoff_initial_ms {
+            return bad(i, "backoff_max_ms", "smaller than backoff_initial_ms");
+        }
+        if hooks[..i].iter().any(|o| o.name() == h.name()) {
+            return bad(
+                i,
+                "name",
+                "two webhooks share a cursor name; give each a distinct `name`",
+            );
+        }
+    }
+    Ok(())
 }
 
 fn valid_name(s: &str) -> bool {
@@ -551,5 +911,94 @@ mod tests {
         assert_eq!(c.plans, d.plans);
         assert_eq!(c.storage.path, d.storage.path);
         assert_eq!(c.server.listen, d.server.listen);
+    }
+
+    fn err(toml: &str) -> String {
+        Config::parse(toml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn config_refuses_https_unknown_types_and_shared_cursors() {
+        let e = err("[[webhooks]]\nurl = \"https://example.test/h\"\nsecret = \"s\"\n");
+        assert!(
+            e.contains("webhooks[0].url") && e.contains("https is not supported"),
+            "{e}"
+        );
+        let e = err("[[webhooks]]\nurl = \"http://127.0.0.1:9/h\"\nsecret = \"s\"\nevents = [\"balance.lo\"]\n");
+        assert!(
+            e.contains("webhooks[0].events") && e.contains("balance.lo"),
+            "{e}"
+        );
+        let one = "[[webhooks]]\nurl = \"http://127.0.0.1:9/h\"\nsecret = \"s\"\n";
+        let e = err(&format!("{one}{one}"));
+        assert!(e.contains("webhooks[1].name"), "{e}");
+        let e = err("[[webhooks]]\nurl = \"http://127.0.0.1:9/h\"\nsecret = \"\"\n");
+        assert!(e.contains("webhooks[0].secret"), "{e}");
+        let c = Config::parse(&format!(
+            "{one}events = [\"balance.low\", \"hold.expired\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.webhooks[0].name(), "http://127.0.0.1:9/h");
+        assert_eq!(c.webhooks[0].attempts_max, 0);
+    }
+
+    #[test]
+    fn retention_parses_units_and_refuses_nonsense() {
+        assert_eq!(Retention::parse("13 months"), Ok(Retention::Months(13)));
+        assert_eq!(Retention::parse("1 month"), Ok(Retention::Months(1)));
+        let day = 86_400_000;
+        assert_eq!(Retention::Months(1).min_millis(), 28 * day);
+        assert_eq!(Retention::Months(12).min_millis(), 365 * day);
+        assert_eq!(Retention::Months(13).min_millis(), 393 * day);
+        assert_eq!(Retention::parse("2 seconds"), Ok(Retention::Millis(2_000)));
+        assert_eq!(
+            Retention::parse("90 days"),
+            Ok(Retention::Millis(90 * 86_400_000))
+        );
+        for bad in [
+            "",
+            "13",
+            "months",
+            "0 days",
+            "-1 days",
+            "3 weeks",
+            "1 day extra",
+        ] {
+            assert!(Retention::parse(bad).is_err(), "{bad:?}");
+        }
+        let now = Ts::parse_rfc3339("2027-03-31T00:00:00Z").unwrap();
+        assert_eq!(
+            Retention::Months(1).cutoff(now),
+            Ts::parse_rfc3339("2027-02-28T00:00:00Z").unwrap()
+        );
+    }
+
+    #[test]
+    fn bounds_once_hard_coded_keep_their_defaults_and_are_checked() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+        for c in [Config::default(), Config::parse(&text).unwrap()] {
+            let l = &c.limits;
+            assert_eq!((l.ledger_page_default, l.ledger_page_max), (50, 500));
+            assert_eq!((l.events_page_default, l.events_page_max), (100, 1000));
+            assert_eq!((l.list_page_default, l.list_page_max), (100, 1000));
+            assert_eq!(l.usage_periods_max, 1000);
+            assert_eq!(c.actors.parked_max, 1024);
+            assert_eq!(c.storage.idempotency_prune_interval_ms, 3_600_000);
+        }
+        let e = err("[limits]\nledger_page_default = 501\n");
+        assert!(e.contains("limits.ledger_page_default"), "{e}");
+        let e = err("[actors]\nparked_max = 0\n");
+        assert!(e.contains("actors.parked_max"), "{e}");
+        let e = err("[storage]\nidempotency_prune_interval_ms = 0\n");
+        assert!(e.contains("storage.idempotency_prune_interval_ms"), "{e}");
+        let sha = "0".repeat(64);
+        let e = err(&format!(
+            "[[auth.tokens]]\nname = \"t\"\nsha256 = \"{sha}\"\nscopes = [\"root\"]\n"
+        ));
+        assert!(
+            e.contains("auth.tokens[0].scopes") && e.contains("read, debit, billing, admin"),
+            "{e}"
+        );
     }
 }

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use crate::actor::{ActorError, Clock, Msg, Registry, Reply, Services, SystemClock};
 use crate::config::{Config, DurabilityMode};
-use crate::http::{auth::Auth, server, App};
+use crate::http::{auth::Auth, reads::Reads, server, App};
 use crate::metrics as m;
 use crate::store::journal::{Durability, JournalObserver};
 use crate::store::{Journal, SledStore, StorageError, Store};
@@ -21,7 +21,7 @@ struct MetricsObserver;
 impl JournalObserver for MetricsObserver {
     fn group_committed(&self, size: usize, fsync: Duration) {
         metrics::histogram!(m::GROUP_COMMIT_SIZE).record(size as f64);
-        metrics::histogram!(m::FSYNC_SECONDS).record(fsync.as_secs_f64());
+        metrics::histogram!(m::FSYNC_DURATION_SECONDS).record(fsync.as_secs_f64());
     }
 }
 
@@ -83,7 +83,7 @@ pub async fn run(
             _ => 2,
         },
     })?;
-    metrics::histogram!(m::RECOVERY_SECONDS).record(started.elapsed().as_secs_f64());
+    metrics::histogram!(m::RECOVERY_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "storage open; accounts are recovered on first use"
@@ -112,7 +112,7 @@ pub async fn run(
         snapshot_every: config.storage.snapshot_every,
         idempotency_ttl_ms: config.storage.idempotency_ttl_seconds as i64 * 1000,
         mailbox_max: config.actors.mailbox_max,
-        parked_max: config.actors.mailbox_max,
+        parked_max: config.actors.parked_max,
         idle_timeout: Duration::from_millis(config.actors.idle_timeout_ms),
     }));
     tokio::spawn(sweep(
@@ -131,6 +131,7 @@ pub async fn run(
         store.clone(),
         clock.clone(),
         config.storage.idempotency_ttl_seconds,
+        Duration::from_millis(config.storage.idempotency_prune_interval_ms),
     ));
 
     tokio::spawn(crate::history::run(
@@ -148,15 +149,15 @@ pub async fn run(
     if !auth.enabled() {
         tracing::warn!("no [[auth.tokens]] configured: authentication is off and creditsd serves loopback only");
     }
-    tokio::spawn(m::upkeep(metrics.clone(), store.clone(), registry.clone()));
     let app = Arc::new(App {
         config: config.clone(),
         registry: registry.clone(),
-        store: store.clone(),
+        reads: Reads::new(store.clone()),
         metrics,
         auth,
         ready: Default::default(),
     });
+    tokio::spawn(upkeep_metrics(app.clone()));
     app.ready.store(true, Ordering::Release);
     tracing::info!("listening on http://{local}");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -199,8 +200,14 @@ async fn sweep(registry: Registry, store: Arc<dyn Store>, clock: Arc<dyn Clock>,
     }
 }
 
-async fn prune_idempotency(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ttl_s: u64) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+/// Deletes idempotency keys older than their TTL, every `every`.
+async fn prune_idempotency(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    ttl_s: u64,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         let cutoff = clock.now().plus_millis(-(ttl_s as i64 * 1000));
@@ -211,6 +218,18 @@ async fn prune_idempotency(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ttl_s: 
             Ok(Err(e)) => crate::fail_stop(&format!("pruning idempotency keys: {e}")),
             Err(e) => tracing::error!(error = %e, "idempotency pruning task failed"),
         }
+    }
+}
+
+/// Keeps histograms upkept and the book gauges current between scrapes, so a scrape that
+/// comes rarely still sees bounded histogram buffers and gauges are never older than
+/// `metrics::UPKEEP_INTERVAL`.
+async fn upkeep_metrics(app: Arc<App>) {
+    let mut tick = tokio::time::interval(m::UPKEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        app.refresh_metrics();
     }
 }
 

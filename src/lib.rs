@@ -12,6 +12,7 @@
 //! - `metrics`: metric names and the helpers that move them.
 //! - `feed`: retention of the durable notification feed (`[feed]`, pruning).
 //! - `webhooks`: delivery of the durable feed to `[[webhooks]]`, signed, with retries.
+//! - `wire`: JSON forms shared by the API and the webhooks (balances, one feed event).
 
 pub mod actor;
 pub mod audit;
@@ -24,6 +25,7 @@ pub mod http;
 pub mod metrics;
 pub mod store;
 pub mod webhooks;
+pub mod wire;
 
 /// A storage failure stops the process: nothing after it is acknowledged, the reason is
 /// logged, and the exit code (74, EX_IOERR) tells systemd to restart us. Recovery then

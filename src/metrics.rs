@@ -1,34 +1,37 @@
 //! Metric names in one place, and the helpers that move them with the books. Labels are
 //! bounded sets (operation, plan, bucket, pack, result, route): never an account id.
+//! Each constant is named as its metric: the name without `creditsd_`, in upper case
+//! (`DEBITS_TOTAL` is `creditsd_debits_total`), so one grep finds both. It imports only
+//! the domain: the gauges of the whole books are handed to `refresh` as numbers.
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::domain::{Command, Event, EventBody};
-use crate::store::BookTotals;
 
 pub const CREDITS_DEBITED_TOTAL: &str = "creditsd_credits_debited_total";
 pub const CREDITS_GRANTED_TOTAL: &str = "creditsd_credits_granted_total";
 pub const CREDITS_EXPIRED_TOTAL: &str = "creditsd_credits_expired_total";
 pub const CREDITS_OUTSTANDING: &str = "creditsd_credits_outstanding";
 pub const DEBITS_TOTAL: &str = "creditsd_debits_total";
-pub const REQUESTS_TOTAL: &str = "creditsd_mutations_total";
+pub const MUTATIONS_TOTAL: &str = "creditsd_mutations_total";
 pub const REVENUE_CENTS_TOTAL: &str = "creditsd_revenue_cents_total";
 pub const ACCOUNTS_ACTIVE: &str = "creditsd_accounts_active";
-pub const PASSIVATIONS_TOTAL: &str = "creditsd_account_passivations_total";
-pub const HTTP_REQUEST_SECONDS: &str = "creditsd_http_request_duration_seconds";
+pub const ACCOUNT_PASSIVATIONS_TOTAL: &str = "creditsd_account_passivations_total";
+pub const HTTP_REQUEST_DURATION_SECONDS: &str = "creditsd_http_request_duration_seconds";
 pub const HTTP_RESPONSES_TOTAL: &str = "creditsd_http_responses_total";
 pub const GROUP_COMMIT_SIZE: &str = "creditsd_group_commit_size";
-pub const FSYNC_SECONDS: &str = "creditsd_fsync_duration_seconds";
+pub const FSYNC_DURATION_SECONDS: &str = "creditsd_fsync_duration_seconds";
 pub const SNAPSHOTS_TOTAL: &str = "creditsd_snapshots_total";
-pub const ACTIVATION_SECONDS: &str = "creditsd_account_activation_duration_seconds";
-pub const RECOVERY_SECONDS: &str = "creditsd_recovery_duration_seconds";
+pub const ACCOUNT_ACTIVATION_DURATION_SECONDS: &str =
+    "creditsd_account_activation_duration_seconds";
+pub const RECOVERY_DURATION_SECONDS: &str = "creditsd_recovery_duration_seconds";
 pub const MAILBOX_REJECTIONS_TOTAL: &str = "creditsd_mailbox_rejections_total";
 /// Webhook attempts by result: `delivered`, `failed` (will retry), `given_up`.
 pub const WEBHOOK_DELIVERIES_TOTAL: &str = "creditsd_webhook_deliveries_total";
-pub const SNAPSHOT_SECONDS: &str = "creditsd_snapshot_duration_seconds";
+pub const SNAPSHOT_DURATION_SECONDS: &str = "creditsd_snapshot_duration_seconds";
 /// How long the checkpointer took to write one frozen overlay layer into sled, and how
 /// many keys it wrote (`store::overlay`).
-pub const CHECKPOINT_SECONDS: &str = "creditsd_checkpoint_duration_seconds";
+pub const CHECKPOINT_DURATION_SECONDS: &str = "creditsd_checkpoint_duration_seconds";
 pub const CHECKPOINT_KEYS_TOTAL: &str = "creditsd_checkpoint_keys_total";
 pub const ACCOUNTS: &str = "creditsd_accounts";
 pub const ACCOUNTS_PAUSED: &str = "creditsd_accounts_paused";
@@ -69,19 +72,21 @@ fn expired(credits: u64) {
     }
 }
 
-/// Sets the gauges that describe the whole books from the store's totals (kept on disk
-/// with every write, so right after a restart for every account) and the actor count.
-pub fn refresh(totals: &BookTotals, actors_in_memory: usize) {
-    for (bucket, v) in [
-        ("monthly", totals.monthly),
-        ("free", totals.free),
-        ("packs", totals.packs),
-        ("held", totals.held),
-    ] {
-        metrics::gauge!(CREDITS_OUTSTANDING, "bucket" => bucket).set(v as f64);
+/// Sets the gauges that describe the whole books: the credits outstanding in each bucket
+/// (`(bucket, credits)`, from the store's totals, kept on disk with every write, so right
+/// after a restart for every account), the accounts, the paused ones, and the actors in
+/// memory.
+pub fn refresh(
+    outstanding: &[(&'static str, i128)],
+    accounts: i128,
+    paused: i128,
+    actors_in_memory: usize,
+) {
+    for (bucket, v) in outstanding {
+        metrics::gauge!(CREDITS_OUTSTANDING, "bucket" => *bucket).set(*v as f64);
     }
-    metrics::gauge!(ACCOUNTS).set(totals.accounts as f64);
-    metrics::gauge!(ACCOUNTS_PAUSED).set(totals.paused as f64);
+    metrics::gauge!(ACCOUNTS).set(accounts as f64);
+    metrics::gauge!(ACCOUNTS_PAUSED).set(paused as f64);
     metrics::gauge!(ACCOUNTS_ACTIVE).set(actors_in_memory as f64);
 }
 
@@ -138,39 +143,53 @@ pub fn count_result(cmd: &Command, result: &'static str) {
     match cmd {
         Command::Debit { .. } => metrics::counter!(DEBITS_TOTAL, "result" => result).increment(1),
         Command::PlaceHold { .. } => {
-            metrics::counter!(REQUESTS_TOTAL, "kind" => "hold", "result" => result).increment(1)
+            metrics::counter!(MUTATIONS_TOTAL, "kind" => "hold", "result" => result).increment(1)
         }
         Command::Capture { .. } => {
-            metrics::counter!(REQUESTS_TOTAL, "kind" => "capture", "result" => result).increment(1)
+            metrics::counter!(MUTATIONS_TOTAL, "kind" => "capture", "result" => result).increment(1)
         }
         Command::Release { .. } => {
-            metrics::counter!(REQUESTS_TOTAL, "kind" => "release", "result" => result).increment(1)
+            metrics::counter!(MUTATIONS_TOTAL, "kind" => "release", "result" => result).increment(1)
         }
         Command::ChangePlan { .. } => {
-            metrics::counter!(REQUESTS_TOTAL, "kind" => "plan", "result" => result).increment(1)
+            metrics::counter!(MUTATIONS_TOTAL, "kind" => "plan", "result" => result).increment(1)
         }
         Command::Purchase { .. } => {
-            metrics::counter!(REQUESTS_TOTAL, "kind" => "purchase", "result" => result).increment(1)
+            metrics::counter!(MUTATIONS_TOTAL, "kind" => "purchase", "result" => result)
+                .increment(1)
         }
         Command::Grant { .. } => {
-            metrics::counter!(REQUESTS_TOTAL, "kind" => "grant", "result" => result).increment(1)
+            metrics::counter!(MUTATIONS_TOTAL, "kind" => "grant", "result" => result).increment(1)
         }
     }
 }
 
-/// Keeps histograms upkept and the book gauges current between scrapes, so a scrape that
-/// comes rarely still sees bounded histogram buffers and gauges are never older than
-/// `UPKEEP_INTERVAL`.
-pub async fn upkeep(
-    handle: PrometheusHandle,
-    store: std::sync::Arc<dyn crate::store::Store>,
-    registry: crate::actor::Registry,
-) {
-    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        handle.run_upkeep();
-        refresh(&store.totals(), registry.active());
+#[cfg(test)]
+mod tests {
+    /// `(constant, metric)` of every metric name declared in this file.
+    fn names() -> Vec<(String, String)> {
+        include_str!("metrics.rs")
+            .split(';')
+            .filter_map(|stmt| {
+                let decl = stmt.split_once("pub const ")?.1;
+                let metric = decl.split('"').nth(1)?;
+                let constant = decl.split(':').next()?;
+                Some((constant.trim().to_string(), metric.to_string()))
+            })
+            .filter(|(_, metric)| {
+                metric.starts_with("creditsd_")
+                    && metric.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_constant_is_named_as_its_metric() {
+        let names = names();
+        assert!(names.len() >= 20, "{names:?}");
+        for (constant, metric) in names {
+            let expected = metric["creditsd_".len()..].to_uppercase();
+            assert_eq!(constant, expected, "the constant of {metric}");
+        }
     }
 }

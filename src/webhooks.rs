@@ -16,14 +16,13 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE, USER_AGENT};
-use hyper::{Method, Request, Uri};
+use hyper::{Method, Request};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use serde::Deserialize;
 use sha2::Sha256;
 use tokio::sync::watch;
 
-use crate::config::ConfigError;
+use crate::config::WebhookConfig;
 use crate::domain::Notice;
 use crate::metrics as m;
 use crate::store::{FeedEntry, Store};
@@ -33,114 +32,6 @@ pub const EVENT_ID_HEADER: &str = "x-creditsd-event-id";
 
 /// Feed entries read per page.
 const PAGE_MAX: usize = 100;
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// Names the webhook's cursor in storage; defaults to the URL. Changing it (or the URL
-    /// when there is no name) starts a new cursor at the end of the feed.
-    pub name: Option<String>,
-    /// `http://host:port/path`. https is not spoken (see the README).
-    pub url: String,
-    /// Key of the HMAC-SHA256 in `X-Creditsd-Signature`.
-    pub secret: String,
-    /// Event types to deliver (`balance.low`, ...); omitted: every type.
-    pub events: Option<Vec<String>>,
-    /// One attempt's time limit.
-    #[serde(default = "defaults::timeout_ms")]
-    pub timeout_ms: u64,
-    /// Wait after the first failed attempt; it doubles after each failure...
-    #[serde(default = "defaults::backoff_initial_ms")]
-    pub backoff_initial_ms: u64,
-    /// ...up to this.
-    #[serde(default = "defaults::backoff_max_ms")]
-    pub backoff_max_ms: u64,
-    /// Attempts per event before it is given up (logged and counted) and delivery goes
-    /// on with the next; 0 (the default) never gives up: at-least-once delivery.
-    #[serde(default)]
-    pub attempts_max: u32,
-}
-
-mod defaults {
-    pub fn timeout_ms() -> u64 {
-        10_000
-    }
-    pub fn backoff_initial_ms() -> u64 {
-        500
-    }
-    pub fn backoff_max_ms() -> u64 {
-        60_000
-    }
-}
-
-impl WebhookConfig {
-    pub fn name(&self) -> &str {
-        self.name.as_deref().unwrap_or(&self.url)
-    }
-}
-
-/// Checks every `[[webhooks]]` entry; the error names the key.
-pub fn validate(hooks: &[WebhookConfig]) -> Result<(), ConfigError> {
-    let bad = |i: usize, key: &str, why: &str| {
-        Err(ConfigError(format!(
-            "invalid value for `webhooks[{i}].{key}`: {why}"
-        )))
-    };
-    for (i, h) in hooks.iter().enumerate() {
-        match h.url.parse::<Uri>() {
-            Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => {}
-            Ok(u) if u.scheme_str() == Some("https") => {
-                return bad(
-                    i,
-                    "url",
-                    "https is not supported: creditsd sends webhooks over plain http; \
-                     deliver to a local TLS-terminating proxy (or read /v1/events) instead",
-                )
-            }
-            _ => return bad(i, "url", "expected an absolute http:// URL"),
-        }
-        if h.secret.is_empty() {
-            return bad(i, "secret", "must not be empty");
-        }
-        if let Some(events) = &h.events {
-            if events.is_empty() {
-                return bad(i, "events", "must not be empty (omit it for every type)");
-            }
-            for e in events {
-                if !Notice::TYPES.contains(&e.as_str()) {
-                    return bad(
-                        i,
-                        "events",
-                        &format!("unknown type {e:?}; expected {}", Notice::TYPES.join(", ")),
-                    );
-                }
-            }
-        }
-        if h.name().is_empty() || h.name().len() > 256 {
-            return bad(i, "name", "1 to 256 bytes");
-        }
-        for (key, v) in [
-            ("timeout_ms", h.timeout_ms),
-            ("backoff_initial_ms", h.backoff_initial_ms),
-            ("backoff_max_ms", h.backoff_max_ms),
-        ] {
-            if v == 0 {
-                return bad(i, key, "must be greater than 0");
-            }
-        }
-        if h.backoff_max_ms < h.backoff_initial_ms {
-            return bad(i, "backoff_max_ms", "smaller than backoff_initial_ms");
-        }
-        if hooks[..i].iter().any(|o| o.name() == h.name()) {
-            return bad(
-                i,
-                "name",
-                "two webhooks share a cursor name; give each a distinct `name`",
-            );
-        }
-    }
-    Ok(())
-}
 
 /// `sha256=<hex HMAC-SHA256 of body with secret>`, the value of `X-Creditsd-Signature`.
 pub fn signature(secret: &[u8], body: &[u8]) -> String {
@@ -234,7 +125,7 @@ async fn deliver(
     entry: &FeedEntry,
 ) {
     let body = Bytes::from(
-        serde_json::to_vec(&crate::http::dto::feed_entry(entry)).expect("JSON values serialize"),
+        serde_json::to_vec(&crate::wire::feed_entry(entry)).expect("JSON values serialize"),
     );
     let signature = signature(hook.secret.as_bytes(), &body);
     let mut backoff = Duration::from_millis(hook.backoff_initial_ms);
@@ -275,37 +166,6 @@ async fn deliver(
 
 #[cfg(test)]
 mod tests {
-    use crate::config::Config;
-
-    fn err(toml: &str) -> String {
-        Config::parse(toml).unwrap_err().to_string()
-    }
-
-    #[test]
-    fn config_refuses_https_unknown_types_and_shared_cursors() {
-        let e = err("[[webhooks]]\nurl = \"https://example.test/h\"\nsecret = \"s\"\n");
-        assert!(
-            e.contains("webhooks[0].url") && e.contains("https is not supported"),
-            "{e}"
-        );
-        let e = err("[[webhooks]]\nurl = \"http://127.0.0.1:9/h\"\nsecret = \"s\"\nevents = [\"balance.lo\"]\n");
-        assert!(
-            e.contains("webhooks[0].events") && e.contains("balance.lo"),
-            "{e}"
-        );
-        let one = "[[webhooks]]\nurl = \"http://127.0.0.1:9/h\"\nsecret = \"s\"\n";
-        let e = err(&format!("{one}{one}"));
-        assert!(e.contains("webhooks[1].name"), "{e}");
-        let e = err("[[webhooks]]\nurl = \"http://127.0.0.1:9/h\"\nsecret = \"\"\n");
-        assert!(e.contains("webhooks[0].secret"), "{e}");
-        let c = Config::parse(&format!(
-            "{one}events = [\"balance.low\", \"hold.expired\"]\n"
-        ))
-        .unwrap();
-        assert_eq!(c.webhooks[0].name(), "http://127.0.0.1:9/h");
-        assert_eq!(c.webhooks[0].attempts_max, 0);
-    }
-
     #[test]
     fn signature_is_hmac_sha256_hex() {
         // RFC 4231 test case 2.

@@ -558,9 +558,10 @@ fn dashboards_and_rules_use_real_metric_names() {
         .map(str::to_string)
         .collect();
     let source = std::fs::read_to_string(format!("{root}/src/metrics.rs")).unwrap();
+    // Statement by statement: rustfmt breaks a long declaration after its `=`.
     let exported: Vec<&str> = source
-        .lines()
-        .filter_map(|l| l.split('"').nth(1).filter(|_| l.starts_with("pub const")))
+        .split(';')
+        .filter_map(|stmt| stmt.split_once("pub const ")?.1.split('"').nth(1))
         .filter(|n| n.starts_with("creditsd_"))
         .collect();
     assert!(used.len() >= 10, "{used:?}");

@@ -4,7 +4,7 @@
 //!
 //! Shared by the fuzz target and by `tests/fuzz_corpus.rs`, which replays the corpus.
 use creditsd::config::Config;
-use creditsd::http::{dto, routes};
+use creditsd::http::{dto, query};
 use std::sync::OnceLock;
 
 fn config() -> &'static Config {
@@ -16,8 +16,8 @@ pub fn run(data: &[u8]) {
     let limits = &config().limits;
     if let Ok(text) = std::str::from_utf8(data) {
         // Path segments and query strings are input too.
-        if let Ok(pairs) = routes::query_pairs(text) {
-            let _ = routes::query_u64(&pairs, "limit", 1, 1000);
+        if let Ok(pairs) = query::query_pairs(text) {
+            let _ = query::query_u64(&pairs, "limit", 1, 1000);
         }
         let _ = dto::account_id(text, limits);
         let _ = dto::hold_id(text);

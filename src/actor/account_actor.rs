@@ -138,7 +138,7 @@ impl AccountActor {
         // `retire` closed the mailbox with nothing in it, under the lock every send takes.
         debug_assert!(rx.try_recv().is_err());
         // `creditsd_accounts_active` follows: the upkeep task counts the registry's map.
-        metrics::counter!(m::PASSIVATIONS_TOTAL).increment(1);
+        metrics::counter!(m::ACCOUNT_PASSIVATIONS_TOTAL).increment(1);
         true
     }
 

@@ -127,7 +127,8 @@ impl<C: Client> AccountCore<C> {
         core.state = match recover(store, id, Start::Snapshot, |_, _| Ok(Visit::Continue)) {
             Ok(Some(r)) => {
                 core.snapshot_seq = r.snapshot_seq;
-                metrics::histogram!(m::ACTIVATION_SECONDS).record(started.elapsed().as_secs_f64());
+                metrics::histogram!(m::ACCOUNT_ACTIVATION_DURATION_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
                 State::Live(Arc::new(r.account))
             }
             Ok(None) => State::Absent,

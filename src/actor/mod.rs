@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::domain::{Account, Command, Event, Pricing, Refusal, Ts};
-use crate::store::{Journal, StorageError, Store};
+use crate::store::{Journal, Store};
 
 pub use registry::Registry;
 
@@ -139,13 +139,4 @@ pub struct Mutation {
     /// How long an account short of credits may park the request (0: answer 402 now).
     pub wait: Duration,
     pub reply: ReplyTx,
-}
-
-impl From<StorageError> for ActorError {
-    fn from(e: StorageError) -> Self {
-        match e {
-            StorageError::Corrupt { .. } => ActorError::Corrupt(e.to_string()),
-            StorageError::Io(_) | StorageError::Locked { .. } => crate::fail_stop(&e.to_string()),
-        }
-    }
 }

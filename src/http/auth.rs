@@ -1,38 +1,13 @@
-//! Bearer tokens: the config holds the SHA-256 of each token and its scopes; a request's
-//! token is hashed and compared with every configured hash in constant time.
+//! Bearer tokens: the config holds the SHA-256 of each token and its scopes
+//! (`config::Scope`); a request's token is hashed and compared with every configured hash
+//! in constant time.
 
+use hyper::StatusCode;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::TokenConfig;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scope {
-    Read,
-    Debit,
-    Billing,
-    Admin,
-}
-
-impl Scope {
-    fn parse(s: &str) -> Option<Scope> {
-        Some(match s {
-            "read" => Scope::Read,
-            "debit" => Scope::Debit,
-            "billing" => Scope::Billing,
-            "admin" => Scope::Admin,
-            _ => return None,
-        })
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Scope::Read => "read",
-            Scope::Debit => "debit",
-            Scope::Billing => "billing",
-            Scope::Admin => "admin",
-        }
-    }
-}
+use super::error::ApiError;
+use crate::config::{Scope, TokenConfig};
 
 struct Token {
     name: String,
@@ -101,6 +76,25 @@ impl Auth {
                 token: t.name.clone(),
                 scope,
             })
+        }
+    }
+
+    /// `check` as the API answers it: 401 (with `WWW-Authenticate`) or 403 naming the
+    /// token and the scope it lacks.
+    pub fn authorize(&self, header: Option<&[u8]>, scope: Scope) -> Result<(), ApiError> {
+        match self.check(header, scope) {
+            Ok(()) => Ok(()),
+            Err(Denied::Unauthenticated) => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid `Authorization: Bearer <token>` is required",
+            )
+            .header("www-authenticate", "Bearer realm=\"creditsd\"")),
+            Err(Denied::Forbidden { token, scope }) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("token {token:?} lacks the {:?} scope", scope.name()),
+            )),
         }
     }
 }

@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value};
 use super::error::ApiError;
 use crate::config::Limits;
 use crate::domain::{Account, Buckets, Credits, Event, EventBody, Hold, ReleaseReason, Ts};
+use crate::wire::{balances, buckets, per_bucket};
 
 pub type Object = Map<String, Value>;
 
@@ -239,18 +240,28 @@ pub fn hold_id(s: &str) -> Option<u64> {
     (format!("h{n}") == s).then_some(n)
 }
 
-pub fn buckets(b: &Buckets) -> Value {
-    json!({ "monthly": b.monthly.get(), "free": b.free.get(), "packs": b.packs.get() })
+/// `value` if it names an entry of a configured table (operations, plans, packs), else a
+/// 400 naming `field`: checked here so an unknown name never reaches an actor.
+pub fn known<V>(
+    table: &std::collections::BTreeMap<String, V>,
+    field: &str,
+    value: &str,
+) -> Result<String, ApiError> {
+    if table.contains_key(value) {
+        Ok(value.to_string())
+    } else {
+        Err(ApiError::invalid(
+            field,
+            format!("unknown {field} {value:?} (see /v1/pricing)"),
+        ))
+    }
 }
 
-fn balances(after: &Buckets, held: Credits) -> Value {
-    json!({
-        "monthly": after.monthly.get(),
-        "free": after.free.get(),
-        "packs": after.packs.get(),
-        "held": held.get(),
-        "available": after.total().get(),
-    })
+/// `wait_seconds` of a debit or a hold: 0 (the default) to `limits.wait_seconds_max`.
+pub fn wait(obj: &Object, limits: &Limits) -> Result<std::time::Duration, ApiError> {
+    Ok(std::time::Duration::from_secs(
+        opt_u64(obj, "wait_seconds", 0, limits.wait_seconds_max)?.unwrap_or(0),
+    ))
 }
 
 fn status(available: Credits) -> &'static str {
@@ -471,15 +482,13 @@ pub fn ledger_entry(ev: &Event, prev: (Buckets, Credits)) -> Value {
     o.insert("kind".into(), json!(ev.body.kind()));
     entry_fields(&mut o, &ev.body);
     let d = |a: Credits, b: Credits| a.get() as i128 - b.get() as i128;
-    o.insert(
-        "change".into(),
-        json!({
-            "monthly": d(ev.after.monthly, prev.0.monthly),
-            "free": d(ev.after.free, prev.0.free),
-            "packs": d(ev.after.packs, prev.0.packs),
-            "held": d(ev.held_after, prev.1),
-        }),
+    let mut change = per_bucket(
+        d(ev.after.monthly, prev.0.monthly),
+        d(ev.after.free, prev.0.free),
+        d(ev.after.packs, prev.0.packs),
     );
+    change.insert("held".into(), json!(d(ev.held_after, prev.1)));
+    o.insert("change".into(), Value::Object(change));
     o.insert("balance_after".into(), balances(&ev.after, ev.held_after));
     o.insert("alerts".into(), alerts(ev));
     Value::Object(o)
@@ -531,25 +540,4 @@ pub fn ts_param(name: &str, s: &str) -> Result<Ts, ApiError> {
             ),
         )
     })
-}
-
-/// One feed event as `/v1/events` lists it and a webhook POSTs it.
-pub fn feed_entry(e: &crate::store::FeedEntry) -> Value {
-    let mut v = json!({
-        "id": e.id,
-        "type": e.notice.type_name(),
-        "account": e.account,
-        "seq": e.seq,
-        "time": e.at.to_rfc3339(),
-        "balances": {
-            "monthly": e.balances.monthly.get(), "free": e.balances.free.get(), "packs": e.balances.packs.get(),
-            "held": e.held.get(), "available": e.balances.total().get(),
-        },
-    });
-    match e.notice {
-        crate::domain::Notice::Low { threshold } => v["threshold"] = json!(threshold),
-        crate::domain::Notice::Exhausted => v["threshold"] = json!(0),
-        _ => {}
-    }
-    v
 }

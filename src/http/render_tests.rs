@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 
-use super::{dto, usage};
+use super::{dto, reports};
 use crate::domain::time::TS_MAX;
 use crate::domain::usage::Granularity;
 use crate::domain::{Account, Bucket, Command, Credits, Pricing, Ts};
@@ -93,17 +93,18 @@ fn render_views(acct: &Account, now: Ts, p: &Pricing) {
     for h in acct.holds.values() {
         let _ = dto::hold_view(h);
     }
-    let _ = usage::forecast_view(acct, now, p);
+    let _ = reports::forecast_view(acct, now, p);
     for g in [Granularity::Day, Granularity::Month] {
-        let _ = usage::usage_periods(acct, now.plus_millis(-30 * 86_400_000), now, g);
+        let _ = reports::usage_periods(acct, now.plus_millis(-30 * 86_400_000), now, g, 1000);
     }
     // The ends of the range the API accepts.
-    let _ = usage::forecast_view(acct, TS_MAX, p);
-    let _ = usage::usage_periods(
+    let _ = reports::forecast_view(acct, TS_MAX, p);
+    let _ = reports::usage_periods(
         acct,
         TS_MAX.plus_millis(-86_400_000),
         TS_MAX,
         Granularity::Month,
+        1000,
     );
 }
 

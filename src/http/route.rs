@@ -5,8 +5,8 @@
 
 use hyper::{Method, StatusCode};
 
-use super::auth::Scope;
 use super::error::ApiError;
+use crate::config::Scope;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {

@@ -485,7 +485,7 @@ impl Overlay {
                 s.ready -= 1;
             }
             self.changed.notify_all();
-            metrics::histogram!(crate::metrics::CHECKPOINT_SECONDS)
+            metrics::histogram!(crate::metrics::CHECKPOINT_DURATION_SECONDS)
                 .record(started.elapsed().as_secs_f64());
             metrics::counter!(crate::metrics::CHECKPOINT_KEYS_TOTAL)
                 .increment(layer.map.len() as u64);

@@ -298,7 +298,8 @@ impl SledStore {
 /// How long a write that carried a snapshot took (encoding it and applying its batch).
 fn record_snapshot(started: Option<std::time::Instant>) {
     if let Some(t) = started {
-        metrics::histogram!(crate::metrics::SNAPSHOT_SECONDS).record(t.elapsed().as_secs_f64());
+        metrics::histogram!(crate::metrics::SNAPSHOT_DURATION_SECONDS)
+            .record(t.elapsed().as_secs_f64());
     }
 }
 

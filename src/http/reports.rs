@@ -1,38 +1,49 @@
-//! `GET /v1/accounts/{id}/usage` and `GET /v1/accounts/{id}/forecast`: usage trends and
-//! the forecast, rendered from the rollups the account's actor keeps (`domain::usage`).
-//! Both read the account through its actor (`Msg::Get`), so they see every applied
-//! mutation and cost the same whatever the history's length.
+//! What an account did: `GET /v1/accounts/{id}/ledger` (its events, newest first, paged
+//! from the store through `Reads`), `.../usage` (usage trends) and `.../forecast`, the
+//! last two rendered from the rollups the account's actor keeps (`domain::usage`). All
+//! three ask the actor first (`Msg::Get`), so they see every applied mutation; usage and
+//! the forecast cost the same whatever the history's length.
 
 use hyper::StatusCode;
 use serde_json::{json, Map, Value};
 
+use super::ask::{view, Answer};
 use super::dto;
 use super::error::ApiError;
-use super::routes::{ask, only_params};
+use super::query::{only_params, page_limit, query_u64};
 use super::App;
-use crate::actor::{Msg, Outcome};
 use crate::domain::account::smallest_plan_covering;
 use crate::domain::time::add_months;
 use crate::domain::usage::{self, Granularity, UsageCell, DAY_MS};
 use crate::domain::{Account, Pricing, Ts};
 
-type Answer = Result<(StatusCode, Value), ApiError>;
-
-/// Periods in one usage answer, at most.
-pub const USAGE_PERIODS_MAX: usize = 1000;
 /// Default ranges when `from` is not given.
 const DAY_RANGE_DEFAULT_DAYS: i64 = 30;
 const MONTH_RANGE_DEFAULT_MONTHS: i64 = 12;
 
-async fn account(app: &App, id: &str) -> Result<std::sync::Arc<Account>, ApiError> {
-    let Outcome::View(acct) = ask(app, id, |reply| Msg::Get { reply }).await? else {
-        unreachable!("Get answers a view")
-    };
-    Ok(acct)
-}
-
 fn cell(c: &UsageCell) -> Value {
     json!({ "count": c.count, "credits": c.credits.get() })
+}
+
+/// `GET /v1/accounts/{id}/ledger?limit=&before=`: every event with its change and the
+/// balances after it, newest first; `next` is the `before` of the next page.
+pub async fn ledger(app: &App, id: &str, pairs: &[(String, String)]) -> Answer {
+    let id = dto::account_id(id, &app.config.limits)?;
+    only_params(pairs, &["limit", "before"])?;
+    let limits = &app.config.limits;
+    let limit = page_limit(pairs, limits.ledger_page_default, limits.ledger_page_max)?;
+    let before = query_u64(pairs, "before", 1, u64::MAX)?;
+    // Through the actor: 404 for an unknown account, and the seq it has reached.
+    let acct = view(app, &id).await?;
+    let before = before.unwrap_or(acct.seq + 1).min(acct.seq + 1);
+    let page = app.reads.ledger_page(&id, before, limit)?;
+    let entries: Vec<Value> = page
+        .entries
+        .iter()
+        .map(|(ev, prev)| dto::ledger_entry(ev, *prev))
+        .collect();
+    let next = page.next.map_or(Value::Null, |seq| json!(seq.to_string()));
+    Ok((StatusCode::OK, json!({ "entries": entries, "next": next })))
 }
 
 pub async fn usage(app: &App, id: &str, pairs: &[(String, String)]) -> Answer {
@@ -69,8 +80,9 @@ pub async fn usage(app: &App, id: &str, pairs: &[(String, String)]) -> Answer {
     if from >= to {
         return Err(ApiError::invalid("from", "from must be before to"));
     }
-    let acct = account(app, &id).await?;
-    let periods = usage_periods(&acct, from, to, granularity).map_err(|max| {
+    let acct = view(app, &id).await?;
+    let max = app.config.limits.usage_periods_max;
+    let periods = usage_periods(&acct, from, to, granularity, max).map_err(|max| {
         ApiError::invalid(
             "from",
             format!("the range from..to spans more than {max} periods"),
@@ -96,7 +108,7 @@ fn rate(r: usage::BurnRate) -> f64 {
 pub async fn forecast(app: &App, id: &str, pairs: &[(String, String)]) -> Answer {
     let id = dto::account_id(id, &app.config.limits)?;
     only_params(pairs, &[])?;
-    let acct = account(app, &id).await?;
+    let acct = view(app, &id).await?;
     let now: Ts = app.registry.services().clock.now();
     Ok((
         StatusCode::OK,
@@ -136,14 +148,15 @@ pub fn forecast_view(acct: &Account, now: Ts, pricing: &Pricing) -> Value {
     })
 }
 
-/// The usage periods of `acct` over `[from, to)`, or the bound they would exceed.
+/// The usage periods of `acct` over `[from, to)`, or `max` when there would be more.
 pub fn usage_periods(
     acct: &Account,
     from: Ts,
     to: Ts,
     granularity: Granularity,
+    max: usize,
 ) -> Result<Vec<Value>, usize> {
-    let periods = usage::report(&acct.usage, from, to, granularity, USAGE_PERIODS_MAX)?;
+    let periods = usage::report(&acct.usage, from, to, granularity, max)?;
     Ok(periods
         .iter()
         .map(|p| {
