@@ -23,6 +23,7 @@ use std::sync::Mutex;
 use creditsd::actor::fingerprint::{fingerprint, key_of};
 use creditsd::domain::{Account, Bucket, Command, Credits, Event, Notice, Pricing, Ts};
 use creditsd::store::codec::{decode, encode};
+use creditsd::store::records::{AccountRecordV1, EventRecordV2, FeedEntryRecordV1, IdemRecordV1};
 use creditsd::store::{Append, BookTotals, FeedEntry, IdemRecord, StorageError, Store};
 
 // ---------------------------------------------------------------- a small seeded PRNG
@@ -188,11 +189,13 @@ impl SimStore {
         Ok(())
     }
 
-    fn get<T: creditsd::store::codec::Record>(
+    fn get<R: creditsd::store::codec::Record + Into<T>, T>(
         key: String,
         bytes: Option<&Vec<u8>>,
     ) -> Result<Option<T>, StorageError> {
-        bytes.map(|b| decode(key.as_bytes(), b)).transpose()
+        bytes
+            .map(|b| decode::<R>(key.as_bytes(), b).map(R::into))
+            .transpose()
     }
 }
 
@@ -200,13 +203,24 @@ impl Store for SimStore {
     fn append(&self, account: &str, a: Append<'_>) -> Result<(), StorageError> {
         let mut batch = Vec::new();
         for ev in a.events {
-            batch.push(Op::Event(account.into(), ev.seq, encode(ev)));
+            batch.push(Op::Event(
+                account.into(),
+                ev.seq,
+                encode(&EventRecordV2::from(ev)),
+            ));
         }
         for (key, rec) in &a.idempotency {
-            batch.push(Op::Idem(account.into(), key.to_string(), encode(rec)));
+            batch.push(Op::Idem(
+                account.into(),
+                key.to_string(),
+                encode(&IdemRecordV1::from(rec)),
+            ));
         }
         if let Some(acct) = a.snapshot {
-            batch.push(Op::Snapshot(account.into(), encode(acct)));
+            batch.push(Op::Snapshot(
+                account.into(),
+                encode(&AccountRecordV1::from(acct)),
+            ));
         }
         if let Some((old, new)) = a.wakeup {
             if let Some(old) = old {
@@ -226,7 +240,7 @@ impl Store for SimStore {
                     balances: ev.after,
                     held: ev.held_after,
                 };
-                batch.push(Op::Feed(id, encode(&entry)));
+                batch.push(Op::Feed(id, encode(&FeedEntryRecordV1::from(&entry))));
                 id += 1;
             }
         }
@@ -237,7 +251,7 @@ impl Store for SimStore {
 
     fn snapshot(&self, account: &str) -> Result<Option<Account>, StorageError> {
         let d = self.disk();
-        Self::get(format!("S{account}"), d.visible.snapshots.get(account))
+        Self::get::<AccountRecordV1, _>(format!("S{account}"), d.visible.snapshots.get(account))
     }
 
     fn events_after(&self, account: &str, after: u64) -> Result<Vec<Event>, StorageError> {
@@ -245,7 +259,8 @@ impl Store for SimStore {
         d.visible
             .events
             .range((account.to_string(), after.saturating_add(1))..=(account.to_string(), u64::MAX))
-            .map(|((a, s), v)| decode(format!("E{a}#{s}").as_bytes(), v))
+            .map(|((a, s), v)| decode::<EventRecordV2>(format!("E{a}#{s}").as_bytes(), v))
+            .map(|r| r.map(Event::from))
             .collect()
     }
 
@@ -261,13 +276,14 @@ impl Store for SimStore {
             .range((account.to_string(), 0)..(account.to_string(), before))
             .rev()
             .take(limit)
-            .map(|((a, s), v)| decode(format!("E{a}#{s}").as_bytes(), v))
+            .map(|((a, s), v)| decode::<EventRecordV2>(format!("E{a}#{s}").as_bytes(), v))
+            .map(|r| r.map(Event::from))
             .collect()
     }
 
     fn event(&self, account: &str, seq: u64) -> Result<Option<Event>, StorageError> {
         let d = self.disk();
-        Self::get(
+        Self::get::<EventRecordV2, _>(
             format!("E{account}#{seq}"),
             d.visible.events.get(&(account.to_string(), seq)),
         )
@@ -275,7 +291,7 @@ impl Store for SimStore {
 
     fn idempotency(&self, account: &str, key: &str) -> Result<Option<IdemRecord>, StorageError> {
         let d = self.disk();
-        Self::get(
+        Self::get::<IdemRecordV1, _>(
             format!("I{account}#{key}"),
             d.visible.idem.get(&(account.to_string(), key.to_string())),
         )
@@ -286,8 +302,8 @@ impl Store for SimStore {
         let before = d.visible.idem.len();
         d.visible
             .idem
-            .retain(|_, v| match decode::<IdemRecord>(b"I", v) {
-                Ok(r) => r.at >= cutoff,
+            .retain(|_, v| match decode::<IdemRecordV1>(b"I", v) {
+                Ok(r) => IdemRecord::from(r).at >= cutoff,
                 Err(_) => true,
             });
         Ok((before - d.visible.idem.len()) as u64)
@@ -323,7 +339,8 @@ impl Store for SimStore {
             .feed
             .range(after.saturating_add(1)..below.max(after.saturating_add(1)))
             .take(limit)
-            .map(|(id, v)| decode(format!("F{id}").as_bytes(), v))
+            .map(|(id, v)| decode::<FeedEntryRecordV1>(format!("F{id}").as_bytes(), v))
+            .map(|r| r.map(FeedEntry::from))
             .collect()
     }
 
@@ -354,7 +371,9 @@ impl Store for SimStore {
                 .feed
                 .range(..newest)
                 .take_while(|(id, v)| {
-                    let e: FeedEntry = decode(b"F", v).expect("the simulator writes valid records");
+                    let e: FeedEntry = decode::<FeedEntryRecordV1>(b"F", v)
+                        .expect("the simulator writes valid records")
+                        .into();
                     **id < below || e.at < cutoff
                 })
                 .map(|(id, _)| *id)
@@ -367,7 +386,7 @@ impl Store for SimStore {
 
     fn feed_cursor(&self, name: &str) -> Result<Option<u64>, StorageError> {
         let d = self.disk();
-        Self::get(format!("C{name}"), d.visible.cursors.get(name))
+        Self::get::<u64, _>(format!("C{name}"), d.visible.cursors.get(name))
     }
 
     fn set_feed_cursor(&self, name: &str, id: u64) -> Result<(), StorageError> {
@@ -376,11 +395,14 @@ impl Store for SimStore {
 
     fn base(&self, account: &str) -> Result<Option<Account>, StorageError> {
         let d = self.disk();
-        Self::get(format!("B{account}"), d.visible.bases.get(account))
+        Self::get::<AccountRecordV1, _>(format!("B{account}"), d.visible.bases.get(account))
     }
 
     fn prune_history(&self, account: &str, from: u64, base: &Account) -> Result<(), StorageError> {
-        let mut batch = vec![Op::Base(account.into(), encode(base))];
+        let mut batch = vec![Op::Base(
+            account.into(),
+            encode(&AccountRecordV1::from(base)),
+        )];
         batch.extend((from..=base.seq).map(|s| Op::EventDel(account.into(), s)));
         self.write(batch)
     }

@@ -1,5 +1,5 @@
 //! Record layouts of earlier releases, kept so their data still opens, each with its
-//! conversion to today's type. A type here is never written, only read.
+//! conversion to today's record (`records.rs`). A type here is never written, only read.
 //!
 //! - Events v1 (release 0.1.0): a capture did not name its hold's operation and quantity.
 //!   Such captures read back with an empty operation and quantity 0; the ledger then
@@ -7,16 +7,19 @@
 
 use serde::Deserialize;
 
-use crate::domain::{AlertChange, Bucket, Buckets, Credits, Event, EventBody, ReleaseReason, Ts};
+use super::records::{
+    AlertChangeRecord, BucketRecord, BucketsRecord, EventBodyRecordV2, EventRecordV2,
+    ReleaseReasonRecord,
+};
 
 #[derive(Deserialize)]
 pub struct EventV1 {
     seq: u64,
-    at: Ts,
+    at: i64,
     body: EventBodyV1,
-    after: Buckets,
-    held_after: Credits,
-    alerts: AlertChange,
+    after: BucketsRecord,
+    held_after: u64,
+    alerts: AlertChangeRecord,
 }
 
 /// Variant for variant (postcard names variants by their index), as 0.1.0 wrote it.
@@ -25,42 +28,42 @@ enum EventBodyV1 {
     Created {
         id: String,
         plan: String,
-        anchor: Ts,
+        anchor: i64,
         period: i64,
-        free: Credits,
-        monthly: Credits,
+        free: u64,
+        monthly: u64,
     },
     Debited {
         operation: String,
         quantity: u32,
-        credits: Credits,
-        taken: Buckets,
+        credits: u64,
+        taken: BucketsRecord,
         idempotency_key: String,
         metadata: Vec<(String, String)>,
     },
     PeriodReset {
         period: i64,
-        expired: Credits,
+        expired: u64,
         plan: String,
-        allocation: Credits,
+        allocation: u64,
     },
     PlanChanged {
         from: String,
         to: String,
         immediate: bool,
-        effective_at: Ts,
-        granted: Credits,
+        effective_at: i64,
+        granted: u64,
         idempotency_key: String,
     },
     Purchased {
         pack: String,
-        credits: Credits,
+        credits: u64,
         price_cents: u64,
         payment_ref: String,
     },
     Granted {
-        bucket: Bucket,
-        credits: Credits,
+        bucket: BucketRecord,
+        credits: u64,
         reason: String,
         idempotency_key: String,
     },
@@ -68,29 +71,29 @@ enum EventBodyV1 {
         hold_id: u64,
         operation: String,
         quantity: u32,
-        credits: Credits,
-        taken: Buckets,
-        expires_at: Ts,
+        credits: u64,
+        taken: BucketsRecord,
+        expires_at: i64,
         idempotency_key: String,
     },
     HoldCaptured {
         hold_id: u64,
-        spent: Buckets,
-        returned: Buckets,
-        expired: Credits,
+        spent: BucketsRecord,
+        returned: BucketsRecord,
+        expired: u64,
         idempotency_key: String,
     },
     HoldReleased {
         hold_id: u64,
-        returned: Buckets,
-        expired: Credits,
-        reason: ReleaseReason,
+        returned: BucketsRecord,
+        expired: u64,
+        reason: ReleaseReasonRecord,
         idempotency_key: String,
     },
 }
 
-impl From<EventV1> for Event {
-    fn from(v: EventV1) -> Event {
+impl From<EventV1> for EventRecordV2 {
+    fn from(v: EventV1) -> EventRecordV2 {
         use EventBodyV1 as B;
         let body = match v.body {
             B::Created {
@@ -100,7 +103,7 @@ impl From<EventV1> for Event {
                 period,
                 free,
                 monthly,
-            } => EventBody::Created {
+            } => EventBodyRecordV2::Created {
                 id,
                 plan,
                 anchor,
@@ -115,7 +118,7 @@ impl From<EventV1> for Event {
                 taken,
                 idempotency_key,
                 metadata,
-            } => EventBody::Debited {
+            } => EventBodyRecordV2::Debited {
                 operation,
                 quantity,
                 credits,
@@ -128,7 +131,7 @@ impl From<EventV1> for Event {
                 expired,
                 plan,
                 allocation,
-            } => EventBody::PeriodReset {
+            } => EventBodyRecordV2::PeriodReset {
                 period,
                 expired,
                 plan,
@@ -141,7 +144,7 @@ impl From<EventV1> for Event {
                 effective_at,
                 granted,
                 idempotency_key,
-            } => EventBody::PlanChanged {
+            } => EventBodyRecordV2::PlanChanged {
                 from,
                 to,
                 immediate,
@@ -154,7 +157,7 @@ impl From<EventV1> for Event {
                 credits,
                 price_cents,
                 payment_ref,
-            } => EventBody::Purchased {
+            } => EventBodyRecordV2::Purchased {
                 pack,
                 credits,
                 price_cents,
@@ -165,7 +168,7 @@ impl From<EventV1> for Event {
                 credits,
                 reason,
                 idempotency_key,
-            } => EventBody::Granted {
+            } => EventBodyRecordV2::Granted {
                 bucket,
                 credits,
                 reason,
@@ -179,7 +182,7 @@ impl From<EventV1> for Event {
                 taken,
                 expires_at,
                 idempotency_key,
-            } => EventBody::HoldPlaced {
+            } => EventBodyRecordV2::HoldPlaced {
                 hold_id,
                 operation,
                 quantity,
@@ -194,7 +197,7 @@ impl From<EventV1> for Event {
                 returned,
                 expired,
                 idempotency_key,
-            } => EventBody::HoldCaptured {
+            } => EventBodyRecordV2::HoldCaptured {
                 hold_id,
                 operation: String::new(),
                 quantity: 0,
@@ -209,7 +212,7 @@ impl From<EventV1> for Event {
                 expired,
                 reason,
                 idempotency_key,
-            } => EventBody::HoldReleased {
+            } => EventBodyRecordV2::HoldReleased {
                 hold_id,
                 returned,
                 expired,
@@ -217,7 +220,7 @@ impl From<EventV1> for Event {
                 idempotency_key,
             },
         };
-        Event {
+        EventRecordV2 {
             seq: v.seq,
             at: v.at,
             body,

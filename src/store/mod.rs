@@ -14,6 +14,7 @@ pub mod codec;
 pub mod journal;
 pub mod legacy;
 pub mod overlay;
+pub mod records;
 pub mod sled_store;
 pub mod totals;
 
