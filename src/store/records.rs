@@ -1060,35 +1060,4 @@ mod tests {
         }
         same_bytes::<IdemRecordV1, _>(&idem(), IDEM);
     }
-
-    /// While the domain types still derive serde (removed in the next commit): their own
-    /// serialization and their records' are the same bytes.
-    #[test]
-    fn records_serialize_as_the_domain_derives_did() {
-        let same = |a: postcard::Result<Vec<u8>>, b: postcard::Result<Vec<u8>>| {
-            assert_eq!(a.unwrap(), b.unwrap())
-        };
-        for ev in events() {
-            same(
-                postcard::to_allocvec(&ev),
-                postcard::to_allocvec(&EventRecordV2::from(&ev)),
-            );
-        }
-        let acct = account();
-        same(
-            postcard::to_allocvec(&acct),
-            postcard::to_allocvec(&AccountRecordV1::from(&acct)),
-        );
-        for e in feed_entries() {
-            same(
-                postcard::to_allocvec(&e),
-                postcard::to_allocvec(&FeedEntryRecordV1::from(&e)),
-            );
-        }
-        let i = idem();
-        same(
-            postcard::to_allocvec(&i),
-            postcard::to_allocvec(&IdemRecordV1::from(&i)),
-        );
-    }
 }
