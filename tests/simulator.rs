@@ -20,11 +20,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
-use creditsd::actor::fingerprint::{fingerprint, key_of};
+use creditsd::actor::fingerprint::fingerprint;
 use creditsd::domain::{Account, Bucket, Command, Credits, Event, Notice, Pricing, Ts};
 use creditsd::store::codec::{decode, encode};
 use creditsd::store::records::{AccountRecordV1, EventRecordV2, FeedEntryRecordV1, IdemRecordV1};
 use creditsd::store::{Append, BookTotals, FeedEntry, IdemRecord, StorageError, Store};
+
+/// The key of a simulated request: every one carries a key.
+fn key_of(cmd: &Command) -> &str {
+    creditsd::actor::fingerprint::key_of(cmd).expect("every simulated request carries a key")
+}
 
 // ---------------------------------------------------------------- a small seeded PRNG
 
@@ -806,11 +811,11 @@ impl Sim {
             60..=67 => Command::Capture {
                 hold_id: r.range(1, 8) as u64,
                 credits: r.chance(500).then(|| Credits(r.below(30))),
-                idempotency_key: key,
+                idempotency_key: Some(key),
             },
             68..=74 => Command::Release {
                 hold_id: r.range(1, 8) as u64,
-                idempotency_key: key,
+                idempotency_key: Some(key),
             },
             75..=82 => Command::ChangePlan {
                 plan: r.pick(PLANS).to_string(),

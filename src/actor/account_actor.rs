@@ -405,12 +405,11 @@ impl AccountActor {
     async fn mutate(&mut self, mutation: Box<Mutation>) {
         // A retry of a request that is parked takes over its place; the older request
         // is answered, so exactly one of them can ever be applied.
-        let key = key_of(&mutation.cmd);
-        if !mutation.dry_run && !key.is_empty() {
+        if let (false, Some(key)) = (mutation.dry_run, key_of(&mutation.cmd)) {
             if let Some(i) = self
                 .parked
                 .iter()
-                .position(|p| key_of(&p.mutation.cmd) == key)
+                .position(|p| key_of(&p.mutation.cmd) == Some(key))
             {
                 let old = &mut self.parked[i];
                 if fingerprint(&old.mutation.cmd) == fingerprint(&mutation.cmd) {
@@ -482,14 +481,14 @@ impl AccountActor {
             }
         };
         let now = self.svc.clock.now();
-        let key = key_of(&mutation.cmd).to_string();
+        let key = key_of(&mutation.cmd).map(str::to_string);
         let fp = fingerprint(&mutation.cmd);
-        if !key.is_empty() {
-            match self.svc.store.idempotency(&self.id, &key) {
+        if let Some(key) = &key {
+            match self.svc.store.idempotency(&self.id, key) {
                 Ok(Some(rec)) if rec.at.millis() + self.svc.idempotency_ttl_ms > now.millis() => {
                     let reply = if rec.fingerprint != fp {
                         m::count_result(&mutation.cmd, "conflict");
-                        Err(ActorError::IdempotencyConflict { key })
+                        Err(ActorError::IdempotencyConflict { key: key.clone() })
                     } else {
                         m::count_result(&mutation.cmd, "duplicate");
                         match self.svc.store.event(&self.id, rec.seq) {
@@ -544,17 +543,16 @@ impl AccountActor {
         let event = Arc::make_mut(acct).record(body, now, &self.svc.pricing.thresholds);
         m::record_event(&event, &acct.plan);
         m::count_result(&mutation.cmd, "ok");
-        let idem = if key.is_empty() {
-            Vec::new()
-        } else {
-            vec![(
+        let idem = match &key {
+            None => Vec::new(),
+            Some(key) => vec![(
                 key.as_str(),
                 IdemRecord {
                     fingerprint: fp,
                     seq: event.seq,
                     at: now,
                 },
-            )]
+            )],
         };
         self.write_events(std::slice::from_ref(&event), idem);
         self.reindex();

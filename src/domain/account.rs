@@ -72,14 +72,15 @@ pub enum Command {
         ttl_ms: i64,
         idempotency_key: String,
     },
+    /// Captures and releases may come without an idempotency key.
     Capture {
         hold_id: u64,
         credits: Option<Credits>,
-        idempotency_key: String,
+        idempotency_key: Option<String>,
     },
     Release {
         hold_id: u64,
-        idempotency_key: String,
+        idempotency_key: Option<String>,
     },
     ChangePlan {
         plan: String,
@@ -226,7 +227,7 @@ impl Account {
                         returned,
                         expired,
                         reason: ReleaseReason::Expired,
-                        idempotency_key: String::new(),
+                        idempotency_key: None,
                     },
                 ))
             }

@@ -95,14 +95,16 @@ pub enum EventBody {
         spent: Buckets,
         returned: Buckets,
         expired: Credits,
-        idempotency_key: String,
+        /// A capture may come without a key.
+        idempotency_key: Option<String>,
     },
     HoldReleased {
         hold_id: u64,
         returned: Buckets,
         expired: Credits,
         reason: ReleaseReason,
-        idempotency_key: String,
+        /// A release may come without a key; an expiry never has one.
+        idempotency_key: Option<String>,
     },
 }
 
@@ -153,13 +155,13 @@ impl EventBody {
             }
             | EventBody::HoldPlaced {
                 idempotency_key, ..
-            }
-            | EventBody::HoldCaptured {
+            } => Some(idempotency_key),
+            EventBody::HoldCaptured {
                 idempotency_key, ..
             }
             | EventBody::HoldReleased {
                 idempotency_key, ..
-            } => (!idempotency_key.is_empty()).then_some(idempotency_key.as_str()),
+            } => idempotency_key.as_deref(),
             EventBody::Purchased { payment_ref, .. } => Some(payment_ref),
             EventBody::Created { .. } | EventBody::PeriodReset { .. } => None,
         }

@@ -143,7 +143,9 @@ pub struct EventRecordV2 {
     pub alerts: AlertChangeRecord,
 }
 
-/// `EventBody`, variant for variant in the same order (postcard stores the index).
+/// `EventBody`, variant for variant in the same order (postcard stores the index). A
+/// capture's or a release's idempotency key, optional in the domain, is stored as a
+/// string, `""` when there is none (see `optional_key_to_record`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventBodyRecordV2 {
     Created {
@@ -213,6 +215,20 @@ pub enum EventBodyRecordV2 {
         reason: ReleaseReasonRecord,
         idempotency_key: String,
     },
+}
+
+/// An optional idempotency key as events store it: `""` for none. Keys are never empty
+/// (the API requires 1 to 128 bytes), so the two cannot be confused.
+fn optional_key_to_record(key: Option<String>) -> String {
+    debug_assert!(
+        key.as_deref() != Some(""),
+        "an idempotency key is never empty"
+    );
+    key.unwrap_or_default()
+}
+
+fn optional_key_from_record(key: String) -> Option<String> {
+    (!key.is_empty()).then_some(key)
 }
 
 impl Record for EventRecordV2 {
@@ -363,7 +379,7 @@ impl From<&EventBody> for EventBodyRecordV2 {
                 spent: BucketsRecord::from(&spent),
                 returned: BucketsRecord::from(&returned),
                 expired: expired.get(),
-                idempotency_key,
+                idempotency_key: optional_key_to_record(idempotency_key),
             },
             EventBody::HoldReleased {
                 hold_id,
@@ -376,7 +392,7 @@ impl From<&EventBody> for EventBodyRecordV2 {
                 returned: BucketsRecord::from(&returned),
                 expired: expired.get(),
                 reason: ReleaseReasonRecord::from(reason),
-                idempotency_key,
+                idempotency_key: optional_key_to_record(idempotency_key),
             },
         }
     }
@@ -496,7 +512,7 @@ impl From<EventBodyRecordV2> for EventBody {
                 spent: Buckets::from(spent),
                 returned: Buckets::from(returned),
                 expired: Credits(expired),
-                idempotency_key,
+                idempotency_key: optional_key_from_record(idempotency_key),
             },
             R::HoldReleased {
                 hold_id,
@@ -509,7 +525,7 @@ impl From<EventBodyRecordV2> for EventBody {
                 returned: Buckets::from(returned),
                 expired: Credits(expired),
                 reason: ReleaseReason::from(reason),
-                idempotency_key,
+                idempotency_key: optional_key_from_record(idempotency_key),
             },
         }
     }
@@ -900,14 +916,14 @@ mod tests {
                 spent: b(0, 6, 4),
                 returned: b(0, 0, 5),
                 expired: Credits(1),
-                idempotency_key: "c-4".into(),
+                idempotency_key: Some("c-4".into()),
             },
             EventBody::HoldReleased {
                 hold_id: 5,
                 returned: b(0, 2, 0),
                 expired: Credits(3),
                 reason: ReleaseReason::Expired,
-                idempotency_key: String::new(),
+                idempotency_key: None,
             },
         ];
         bodies
