@@ -143,78 +143,109 @@ pub struct EventRecordV2 {
     pub alerts: AlertChangeRecord,
 }
 
-/// `EventBody`, variant for variant in the same order (postcard stores the index). A
-/// capture's or a release's idempotency key, optional in the domain, is stored as a
-/// string, `""` when there is none (see `optional_key_to_record`).
+/// `EventBody`, variant for variant in the same order (postcard stores the index). Each
+/// variant wraps a struct of its own: postcard writes a newtype variant of a struct
+/// exactly as a struct variant (index, then the fields), and an older layout
+/// (`legacy.rs`) reuses the structs of the variants it shares.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventBodyRecordV2 {
-    Created {
-        id: String,
-        plan: String,
-        anchor: i64,
-        period: i64,
-        free: u64,
-        monthly: u64,
-    },
-    Debited {
-        operation: String,
-        quantity: u32,
-        credits: u64,
-        taken: BucketsRecord,
-        idempotency_key: String,
-        metadata: Vec<(String, String)>,
-    },
-    PeriodReset {
-        period: i64,
-        expired: u64,
-        plan: String,
-        allocation: u64,
-    },
-    PlanChanged {
-        from: String,
-        to: String,
-        immediate: bool,
-        effective_at: i64,
-        granted: u64,
-        idempotency_key: String,
-    },
-    Purchased {
-        pack: String,
-        credits: u64,
-        price_cents: u64,
-        payment_ref: String,
-    },
-    Granted {
-        bucket: BucketRecord,
-        credits: u64,
-        reason: String,
-        idempotency_key: String,
-    },
-    HoldPlaced {
-        hold_id: u64,
-        operation: String,
-        quantity: u32,
-        credits: u64,
-        taken: BucketsRecord,
-        expires_at: i64,
-        idempotency_key: String,
-    },
-    HoldCaptured {
-        hold_id: u64,
-        operation: String,
-        quantity: u32,
-        spent: BucketsRecord,
-        returned: BucketsRecord,
-        expired: u64,
-        idempotency_key: String,
-    },
-    HoldReleased {
-        hold_id: u64,
-        returned: BucketsRecord,
-        expired: u64,
-        reason: ReleaseReasonRecord,
-        idempotency_key: String,
-    },
+    Created(CreatedRecord),
+    Debited(DebitedRecord),
+    PeriodReset(PeriodResetRecord),
+    PlanChanged(PlanChangedRecord),
+    Purchased(PurchasedRecord),
+    Granted(GrantedRecord),
+    HoldPlaced(HoldPlacedRecord),
+    HoldCaptured(HoldCapturedRecordV2),
+    HoldReleased(HoldReleasedRecord),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedRecord {
+    pub id: String,
+    pub plan: String,
+    pub anchor: i64,
+    pub period: i64,
+    pub free: u64,
+    pub monthly: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebitedRecord {
+    pub operation: String,
+    pub quantity: u32,
+    pub credits: u64,
+    pub taken: BucketsRecord,
+    pub idempotency_key: String,
+    pub metadata: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeriodResetRecord {
+    pub period: i64,
+    pub expired: u64,
+    pub plan: String,
+    pub allocation: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanChangedRecord {
+    pub from: String,
+    pub to: String,
+    pub immediate: bool,
+    pub effective_at: i64,
+    pub granted: u64,
+    pub idempotency_key: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchasedRecord {
+    pub pack: String,
+    pub credits: u64,
+    pub price_cents: u64,
+    pub payment_ref: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantedRecord {
+    pub bucket: BucketRecord,
+    pub credits: u64,
+    pub reason: String,
+    pub idempotency_key: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldPlacedRecord {
+    pub hold_id: u64,
+    pub operation: String,
+    pub quantity: u32,
+    pub credits: u64,
+    pub taken: BucketsRecord,
+    pub expires_at: i64,
+    pub idempotency_key: String,
+}
+
+/// Since version 2 a capture names its hold's operation and quantity. Its key is `""`
+/// when the request had none (`optional_key_to_record`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldCapturedRecordV2 {
+    pub hold_id: u64,
+    pub operation: String,
+    pub quantity: u32,
+    pub spent: BucketsRecord,
+    pub returned: BucketsRecord,
+    pub expired: u64,
+    pub idempotency_key: String,
+}
+
+/// Its key is `""` when the request had none, and for an expiry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldReleasedRecord {
+    pub hold_id: u64,
+    pub returned: BucketsRecord,
+    pub expired: u64,
+    pub reason: ReleaseReasonRecord,
+    pub idempotency_key: String,
 }
 
 /// An optional idempotency key as events store it: `""` for none. Keys are never empty
@@ -276,14 +307,14 @@ impl From<&EventBody> for EventBodyRecordV2 {
                 period,
                 free,
                 monthly,
-            } => R::Created {
+            } => R::Created(CreatedRecord {
                 id,
                 plan,
                 anchor: anchor.millis(),
                 period,
                 free: free.get(),
                 monthly: monthly.get(),
-            },
+            }),
             EventBody::Debited {
                 operation,
                 quantity,
@@ -291,25 +322,25 @@ impl From<&EventBody> for EventBodyRecordV2 {
                 taken,
                 idempotency_key,
                 metadata,
-            } => R::Debited {
+            } => R::Debited(DebitedRecord {
                 operation,
                 quantity,
                 credits: credits.get(),
                 taken: BucketsRecord::from(&taken),
                 idempotency_key,
                 metadata,
-            },
+            }),
             EventBody::PeriodReset {
                 period,
                 expired,
                 plan,
                 allocation,
-            } => R::PeriodReset {
+            } => R::PeriodReset(PeriodResetRecord {
                 period,
                 expired: expired.get(),
                 plan,
                 allocation: allocation.get(),
-            },
+            }),
             EventBody::PlanChanged {
                 from,
                 to,
@@ -317,36 +348,36 @@ impl From<&EventBody> for EventBodyRecordV2 {
                 effective_at,
                 granted,
                 idempotency_key,
-            } => R::PlanChanged {
+            } => R::PlanChanged(PlanChangedRecord {
                 from,
                 to,
                 immediate,
                 effective_at: effective_at.millis(),
                 granted: granted.get(),
                 idempotency_key,
-            },
+            }),
             EventBody::Purchased {
                 pack,
                 credits,
                 price_cents,
                 payment_ref,
-            } => R::Purchased {
+            } => R::Purchased(PurchasedRecord {
                 pack,
                 credits: credits.get(),
                 price_cents,
                 payment_ref,
-            },
+            }),
             EventBody::Granted {
                 bucket,
                 credits,
                 reason,
                 idempotency_key,
-            } => R::Granted {
+            } => R::Granted(GrantedRecord {
                 bucket: BucketRecord::from(bucket),
                 credits: credits.get(),
                 reason,
                 idempotency_key,
-            },
+            }),
             EventBody::HoldPlaced {
                 hold_id,
                 operation,
@@ -355,7 +386,7 @@ impl From<&EventBody> for EventBodyRecordV2 {
                 taken,
                 expires_at,
                 idempotency_key,
-            } => R::HoldPlaced {
+            } => R::HoldPlaced(HoldPlacedRecord {
                 hold_id,
                 operation,
                 quantity,
@@ -363,7 +394,7 @@ impl From<&EventBody> for EventBodyRecordV2 {
                 taken: BucketsRecord::from(&taken),
                 expires_at: expires_at.millis(),
                 idempotency_key,
-            },
+            }),
             EventBody::HoldCaptured {
                 hold_id,
                 operation,
@@ -372,7 +403,7 @@ impl From<&EventBody> for EventBodyRecordV2 {
                 returned,
                 expired,
                 idempotency_key,
-            } => R::HoldCaptured {
+            } => R::HoldCaptured(HoldCapturedRecordV2 {
                 hold_id,
                 operation,
                 quantity,
@@ -380,20 +411,20 @@ impl From<&EventBody> for EventBodyRecordV2 {
                 returned: BucketsRecord::from(&returned),
                 expired: expired.get(),
                 idempotency_key: optional_key_to_record(idempotency_key),
-            },
+            }),
             EventBody::HoldReleased {
                 hold_id,
                 returned,
                 expired,
                 reason,
                 idempotency_key,
-            } => R::HoldReleased {
+            } => R::HoldReleased(HoldReleasedRecord {
                 hold_id,
                 returned: BucketsRecord::from(&returned),
                 expired: expired.get(),
                 reason: ReleaseReasonRecord::from(reason),
                 idempotency_key: optional_key_to_record(idempotency_key),
-            },
+            }),
         }
     }
 }
@@ -402,130 +433,72 @@ impl From<EventBodyRecordV2> for EventBody {
     fn from(r: EventBodyRecordV2) -> Self {
         use EventBodyRecordV2 as R;
         match r {
-            R::Created {
-                id,
-                plan,
-                anchor,
-                period,
-                free,
-                monthly,
-            } => EventBody::Created {
-                id,
-                plan,
-                anchor: Ts(anchor),
-                period,
-                free: Credits(free),
-                monthly: Credits(monthly),
+            R::Created(r) => EventBody::Created {
+                id: r.id,
+                plan: r.plan,
+                anchor: Ts(r.anchor),
+                period: r.period,
+                free: Credits(r.free),
+                monthly: Credits(r.monthly),
             },
-            R::Debited {
-                operation,
-                quantity,
-                credits,
-                taken,
-                idempotency_key,
-                metadata,
-            } => EventBody::Debited {
-                operation,
-                quantity,
-                credits: Credits(credits),
-                taken: Buckets::from(taken),
-                idempotency_key,
-                metadata,
+            R::Debited(r) => EventBody::Debited {
+                operation: r.operation,
+                quantity: r.quantity,
+                credits: Credits(r.credits),
+                taken: Buckets::from(r.taken),
+                idempotency_key: r.idempotency_key,
+                metadata: r.metadata,
             },
-            R::PeriodReset {
-                period,
-                expired,
-                plan,
-                allocation,
-            } => EventBody::PeriodReset {
-                period,
-                expired: Credits(expired),
-                plan,
-                allocation: Credits(allocation),
+            R::PeriodReset(r) => EventBody::PeriodReset {
+                period: r.period,
+                expired: Credits(r.expired),
+                plan: r.plan,
+                allocation: Credits(r.allocation),
             },
-            R::PlanChanged {
-                from,
-                to,
-                immediate,
-                effective_at,
-                granted,
-                idempotency_key,
-            } => EventBody::PlanChanged {
-                from,
-                to,
-                immediate,
-                effective_at: Ts(effective_at),
-                granted: Credits(granted),
-                idempotency_key,
+            R::PlanChanged(r) => EventBody::PlanChanged {
+                from: r.from,
+                to: r.to,
+                immediate: r.immediate,
+                effective_at: Ts(r.effective_at),
+                granted: Credits(r.granted),
+                idempotency_key: r.idempotency_key,
             },
-            R::Purchased {
-                pack,
-                credits,
-                price_cents,
-                payment_ref,
-            } => EventBody::Purchased {
-                pack,
-                credits: Credits(credits),
-                price_cents,
-                payment_ref,
+            R::Purchased(r) => EventBody::Purchased {
+                pack: r.pack,
+                credits: Credits(r.credits),
+                price_cents: r.price_cents,
+                payment_ref: r.payment_ref,
             },
-            R::Granted {
-                bucket,
-                credits,
-                reason,
-                idempotency_key,
-            } => EventBody::Granted {
-                bucket: Bucket::from(bucket),
-                credits: Credits(credits),
-                reason,
-                idempotency_key,
+            R::Granted(r) => EventBody::Granted {
+                bucket: Bucket::from(r.bucket),
+                credits: Credits(r.credits),
+                reason: r.reason,
+                idempotency_key: r.idempotency_key,
             },
-            R::HoldPlaced {
-                hold_id,
-                operation,
-                quantity,
-                credits,
-                taken,
-                expires_at,
-                idempotency_key,
-            } => EventBody::HoldPlaced {
-                hold_id,
-                operation,
-                quantity,
-                credits: Credits(credits),
-                taken: Buckets::from(taken),
-                expires_at: Ts(expires_at),
-                idempotency_key,
+            R::HoldPlaced(r) => EventBody::HoldPlaced {
+                hold_id: r.hold_id,
+                operation: r.operation,
+                quantity: r.quantity,
+                credits: Credits(r.credits),
+                taken: Buckets::from(r.taken),
+                expires_at: Ts(r.expires_at),
+                idempotency_key: r.idempotency_key,
             },
-            R::HoldCaptured {
-                hold_id,
-                operation,
-                quantity,
-                spent,
-                returned,
-                expired,
-                idempotency_key,
-            } => EventBody::HoldCaptured {
-                hold_id,
-                operation,
-                quantity,
-                spent: Buckets::from(spent),
-                returned: Buckets::from(returned),
-                expired: Credits(expired),
-                idempotency_key: optional_key_from_record(idempotency_key),
+            R::HoldCaptured(r) => EventBody::HoldCaptured {
+                hold_id: r.hold_id,
+                operation: r.operation,
+                quantity: r.quantity,
+                spent: Buckets::from(r.spent),
+                returned: Buckets::from(r.returned),
+                expired: Credits(r.expired),
+                idempotency_key: optional_key_from_record(r.idempotency_key),
             },
-            R::HoldReleased {
-                hold_id,
-                returned,
-                expired,
-                reason,
-                idempotency_key,
-            } => EventBody::HoldReleased {
-                hold_id,
-                returned: Buckets::from(returned),
-                expired: Credits(expired),
-                reason: ReleaseReason::from(reason),
-                idempotency_key: optional_key_from_record(idempotency_key),
+            R::HoldReleased(r) => EventBody::HoldReleased {
+                hold_id: r.hold_id,
+                returned: Buckets::from(r.returned),
+                expired: Credits(r.expired),
+                reason: ReleaseReason::from(r.reason),
+                idempotency_key: optional_key_from_record(r.idempotency_key),
             },
         }
     }
