@@ -4,6 +4,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 
 use creditsd::domain::{time, Account, Command, Pricing, Ts};
 use creditsd::store::codec;
+use creditsd::store::records::EventRecordV2;
 
 fn account() -> (Account, Pricing) {
     let p = Pricing::standard();
@@ -38,13 +39,14 @@ fn benches(c: &mut Criterion) {
     });
     let body = a.decide(&cmd, Ts(1), &p).unwrap();
     let ev = a.clone().record(body, Ts(1), &p.thresholds);
-    let bytes = codec::encode(&ev);
+    let bytes = codec::encode(&EventRecordV2::from(&ev));
     c.bench_function("encode debit event", |b| {
-        b.iter(|| black_box(codec::encode(black_box(&ev))))
+        b.iter(|| black_box(codec::encode(&EventRecordV2::from(black_box(&ev)))))
     });
     c.bench_function("decode debit event", |b| {
         b.iter(|| {
-            black_box(codec::decode::<creditsd::domain::Event>(b"k", black_box(&bytes)).unwrap())
+            let r = codec::decode::<EventRecordV2>(b"k", black_box(&bytes)).unwrap();
+            black_box(creditsd::domain::Event::from(r))
         })
     });
     let anchor = Ts::parse_rfc3339("2020-01-31T10:00:00Z").unwrap();

@@ -30,7 +30,6 @@ use std::time::Duration;
 use creditsd::actor::core::{
     AccountCore, Client, Fatal, Input, Output, Request as CoreRequest, Rules,
 };
-use creditsd::actor::fingerprint::key_of;
 use creditsd::actor::{ActorError, Outcome, Reply};
 use creditsd::domain::{Account, Bucket, Command, Credits, Event, Notice, Pricing, Ts};
 use creditsd::store::kv::{Kv, KvIter};
@@ -64,6 +63,11 @@ impl Rng {
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len() as u64) as usize]
     }
+}
+
+/// Every simulated request carries a key.
+fn key_of(cmd: &Command) -> &str {
+    creditsd::actor::fingerprint::key_of(cmd).expect("simulated requests have keys")
 }
 
 // ------------------------------------------------------------------- the faulty disk
@@ -484,11 +488,11 @@ impl Sim {
             60..=67 => Command::Capture {
                 hold_id: r.range(1, 8) as u64,
                 credits: r.chance(500).then(|| Credits(r.below(30))),
-                idempotency_key: key,
+                idempotency_key: Some(key),
             },
             68..=74 => Command::Release {
                 hold_id: r.range(1, 8) as u64,
-                idempotency_key: key,
+                idempotency_key: Some(key),
             },
             75..=82 => Command::ChangePlan {
                 plan: r.pick(PLANS).to_string(),

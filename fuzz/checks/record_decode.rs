@@ -4,12 +4,21 @@
 //! Shared by the fuzz target and by `tests/fuzz_corpus.rs`, which replays the corpus.
 use creditsd::domain::{Account, Event};
 use creditsd::store::codec::{decode, display_key, encode, Record};
+use creditsd::store::records::{AccountRecordV1, EventRecordV2, FeedEntryRecordV1, IdemRecordV1};
 use creditsd::store::{FeedEntry, IdemRecord, StorageError};
 
-fn check<T: Record + PartialEq + std::fmt::Debug>(key: &[u8], bytes: &[u8]) {
-    match decode::<T>(key, bytes) {
-        // What decodes must encode back to something that decodes to the same value.
-        Ok(v) => assert_eq!(decode::<T>(key, &encode(&v)).unwrap(), v),
+/// `R` is a stored record type, `T` what it stores.
+fn check<R, T>(key: &[u8], bytes: &[u8])
+where
+    R: Record + Clone + PartialEq + std::fmt::Debug + Into<T> + for<'a> From<&'a T>,
+{
+    match decode::<R>(key, bytes) {
+        // What decodes, taken to what it stores and back, must encode to something that
+        // decodes to the same record.
+        Ok(r) => {
+            let back = R::from(&r.clone().into());
+            assert_eq!(decode::<R>(key, &encode(&back)).unwrap(), r)
+        }
         Err(StorageError::Corrupt { key: k, .. }) => assert_eq!(k, display_key(key)),
         Err(e) => panic!("decoding answered a non-corruption error: {e}"),
     }
@@ -27,15 +36,15 @@ pub fn run(data: &[u8]) {
             data.get(1..).unwrap_or_default(),
         ),
     };
-    check::<Event>(&key, bytes);
-    check::<Account>(&key, bytes);
-    check::<IdemRecord>(&key, bytes);
-    check::<FeedEntry>(&key, bytes);
+    check::<EventRecordV2, Event>(&key, bytes);
+    check::<AccountRecordV1, Account>(&key, bytes);
+    check::<IdemRecordV1, IdemRecord>(&key, bytes);
+    check::<FeedEntryRecordV1, FeedEntry>(&key, bytes);
     // The same bytes behind a valid checksum reach postcard itself.
     let mut framed = bytes.to_vec();
     framed.extend_from_slice(&crc32fast::hash(bytes).to_le_bytes());
-    check::<Event>(&key, &framed);
-    check::<Account>(&key, &framed);
-    check::<IdemRecord>(&key, &framed);
-    check::<FeedEntry>(&key, &framed);
+    check::<EventRecordV2, Event>(&key, &framed);
+    check::<AccountRecordV1, Account>(&key, &framed);
+    check::<IdemRecordV1, IdemRecord>(&key, &framed);
+    check::<FeedEntryRecordV1, FeedEntry>(&key, &framed);
 }

@@ -3,6 +3,7 @@
 
 use creditsd::domain::{Account, Command, Pricing, Ts};
 use creditsd::store::codec::encode;
+use creditsd::store::records::{AccountRecordV1, EventRecordV2, IdemRecordV1};
 use creditsd::store::IdemRecord;
 
 fn main() {
@@ -12,7 +13,7 @@ fn main() {
     let created = Account::create("acct", "growth", Ts(0), Ts(5), &p).unwrap();
     let mut acct = Account::empty("acct");
     acct.apply(&created);
-    let mut records = vec![("created", encode(&created))];
+    let mut records = vec![("created", encode(&EventRecordV2::from(&created)))];
     let cmds = [
         Command::Debit {
             operation: "sample_image".into(),
@@ -34,15 +35,18 @@ fn main() {
     for (i, cmd) in cmds.iter().enumerate() {
         let body = acct.decide(cmd, Ts(10 + i as i64), &p).unwrap();
         let ev = acct.record(body, Ts(10 + i as i64), &p.thresholds);
-        records.push((["debit", "hold", "purchase"][i], encode(&ev)));
+        records.push((
+            ["debit", "hold", "purchase"][i],
+            encode(&EventRecordV2::from(&ev)),
+        ));
     }
-    records.push(("account", encode(&acct)));
+    records.push(("account", encode(&AccountRecordV1::from(&acct))));
     let idem = IdemRecord {
         fingerprint: [7; 16],
         seq: 2,
         at: Ts(10),
     };
-    records.push(("idem", encode(&idem)));
+    records.push(("idem", encode(&IdemRecordV1::from(&idem))));
     for (name, bytes) in records {
         // The target reads a first byte that picks the key shape (even: a fixed key).
         let mut framed = vec![0u8];

@@ -447,12 +447,11 @@ impl<C: Client> AccountCore<C> {
     ) -> Result<(), Fatal> {
         // A retry of a request that is parked takes over its place; the older request is
         // answered, so exactly one of them can ever be applied.
-        let key = key_of(&request.cmd);
-        if !request.dry_run && !key.is_empty() {
+        if let (false, Some(key)) = (request.dry_run, key_of(&request.cmd)) {
             if let Some(i) = self
                 .parked
                 .iter()
-                .position(|p| key_of(&p.request.cmd) == key)
+                .position(|p| key_of(&p.request.cmd) == Some(key))
             {
                 let old = &mut self.parked[i];
                 if fingerprint(&old.request.cmd) == fingerprint(&request.cmd) {
@@ -557,10 +556,10 @@ impl<C: Client> AccountCore<C> {
                 return Ok(None);
             }
         };
-        let key = key_of(&request.cmd).to_string();
+        let key = key_of(&request.cmd).map(str::to_string);
         let fp = fingerprint(&request.cmd);
-        if !key.is_empty() {
-            if let Some(reply) = duplicate(store, &self.id, &key, fp, &request.cmd, rules, now)? {
+        if let Some(key) = &key {
+            if let Some(reply) = duplicate(store, &self.id, key, fp, &request.cmd, rules, now)? {
                 // Through the group commit: the first answer may not be durable yet.
                 out.push(Output::AfterSync {
                     client: request.client,
@@ -600,18 +599,17 @@ impl<C: Client> AccountCore<C> {
         let event = Arc::make_mut(acct).record(body, now, &rules.pricing.thresholds);
         m::record_event(&event, &acct.plan);
         m::count_result(&request.cmd, "ok");
-        let idem = if key.is_empty() {
-            Vec::new()
-        } else {
-            vec![(
-                key.as_str(),
-                IdemRecord {
+        let idem: Vec<(&str, IdemRecord)> = key
+            .iter()
+            .map(|k| {
+                let rec = IdemRecord {
                     fingerprint: fp,
                     seq: event.seq,
                     at: now,
-                },
-            )]
-        };
+                };
+                (k.as_str(), rec)
+            })
+            .collect();
         self.write_events(store, rules, std::slice::from_ref(&event), idem)?;
         self.reindex(store)?;
         out.push(Output::AfterSync {

@@ -74,8 +74,8 @@ pub fn fingerprint(cmd: &Command) -> [u8; 16] {
     h.finalize()[..16].try_into().expect("16 bytes")
 }
 
-/// The idempotency key a command carries (for purchases, the payment reference).
-pub fn key_of(cmd: &Command) -> &str {
+/// The idempotency key a command carries (for purchases, the payment reference), if any.
+pub fn key_of(cmd: &Command) -> Option<&str> {
     match cmd {
         Command::Debit {
             idempotency_key, ..
@@ -83,18 +83,18 @@ pub fn key_of(cmd: &Command) -> &str {
         | Command::PlaceHold {
             idempotency_key, ..
         }
-        | Command::Capture {
-            idempotency_key, ..
-        }
-        | Command::Release {
-            idempotency_key, ..
-        }
         | Command::ChangePlan {
             idempotency_key, ..
         }
         | Command::Grant {
             idempotency_key, ..
-        } => idempotency_key,
-        Command::Purchase { payment_ref, .. } => payment_ref,
+        } => Some(idempotency_key),
+        Command::Capture {
+            idempotency_key, ..
+        }
+        | Command::Release {
+            idempotency_key, ..
+        } => idempotency_key.as_deref(),
+        Command::Purchase { payment_ref, .. } => Some(payment_ref),
     }
 }

@@ -4,8 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use super::alerts::{self, AlertChange};
 use super::credits::{Bucket, Buckets, Credits};
 use super::event::{Event, EventBody, ReleaseReason};
@@ -14,7 +12,7 @@ use super::time::{add_months, period_index, Ts};
 use super::usage::Usage;
 
 /// Credits reserved by an open hold, and where they came from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hold {
     pub id: u64,
     pub operation: String,
@@ -29,7 +27,7 @@ pub struct Hold {
 }
 
 /// Lifetime totals, for `granted = debited + expired + held + available`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
     pub granted: Credits,
     pub debited: Credits,
@@ -37,7 +35,7 @@ pub struct Totals {
 }
 
 /// One account's whole state. Snapshots are this struct; so is the result of a replay.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Account {
     pub id: String,
     pub created_at: Ts,
@@ -74,14 +72,15 @@ pub enum Command {
         ttl_ms: i64,
         idempotency_key: String,
     },
+    /// Captures and releases may come without an idempotency key.
     Capture {
         hold_id: u64,
         credits: Option<Credits>,
-        idempotency_key: String,
+        idempotency_key: Option<String>,
     },
     Release {
         hold_id: u64,
-        idempotency_key: String,
+        idempotency_key: Option<String>,
     },
     ChangePlan {
         plan: String,
@@ -228,7 +227,7 @@ impl Account {
                         returned,
                         expired,
                         reason: ReleaseReason::Expired,
-                        idempotency_key: String::new(),
+                        idempotency_key: None,
                     },
                 ))
             }

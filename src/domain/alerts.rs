@@ -7,13 +7,11 @@
 //! reserving and releasing never sends the same low-balance notice twice.
 //! Threshold 0 is `balance.exhausted`; it re-arms by any rise above 0 (`balance.replenished`).
 
-use serde::{Deserialize, Serialize};
-
 use super::credits::Credits;
 
 /// The fired/re-armed thresholds of one event, as bit sets over 0..=100. Stored in the
 /// event, so replay reproduces the alert state even if the configured thresholds change.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AlertChange {
     pub fired: u128,
     pub rearmed: u128,

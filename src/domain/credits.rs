@@ -1,11 +1,7 @@
 //! `Credits`, the one unit of the books: an unsigned integer with checked arithmetic only.
 
-use serde::{Deserialize, Serialize};
-
 /// A number of credits. There is no subtraction that can wrap and no float anywhere.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Credits(pub u64);
 
 impl Credits {
@@ -49,7 +45,7 @@ impl std::fmt::Display for Credits {
 }
 
 /// The three spendable buckets, in consumption order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Bucket {
     Monthly,
     Free,
@@ -72,7 +68,7 @@ impl Bucket {
 }
 
 /// Credits per spendable bucket: the balances, or what one debit took from each.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Buckets {
     pub monthly: Credits,
     pub free: Credits,

@@ -2,14 +2,12 @@
 //! write-ahead log and the usage history at once, so every event carries what the ledger
 //! shows (the balances after it) and what the feed announces (the alerts it fired).
 
-use serde::{Deserialize, Serialize};
-
 use super::alerts::AlertChange;
 use super::credits::{Bucket, Buckets, Credits};
 use super::time::Ts;
 
 /// One recorded mutation of one account. `seq` starts at 1 and has no gaps.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     pub seq: u64,
     pub at: Ts,
@@ -20,7 +18,7 @@ pub struct Event {
     pub alerts: AlertChange,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReleaseReason {
     /// The client released it.
     Released,
@@ -28,7 +26,7 @@ pub enum ReleaseReason {
     Expired,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EventBody {
     Created {
         id: String,
@@ -97,14 +95,16 @@ pub enum EventBody {
         spent: Buckets,
         returned: Buckets,
         expired: Credits,
-        idempotency_key: String,
+        /// A capture may come without a key.
+        idempotency_key: Option<String>,
     },
     HoldReleased {
         hold_id: u64,
         returned: Buckets,
         expired: Credits,
         reason: ReleaseReason,
-        idempotency_key: String,
+        /// A release may come without a key; an expiry never has one.
+        idempotency_key: Option<String>,
     },
 }
 
@@ -155,13 +155,13 @@ impl EventBody {
             }
             | EventBody::HoldPlaced {
                 idempotency_key, ..
-            }
-            | EventBody::HoldCaptured {
+            } => Some(idempotency_key),
+            EventBody::HoldCaptured {
                 idempotency_key, ..
             }
             | EventBody::HoldReleased {
                 idempotency_key, ..
-            } => (!idempotency_key.is_empty()).then_some(idempotency_key.as_str()),
+            } => idempotency_key.as_deref(),
             EventBody::Purchased { payment_ref, .. } => Some(payment_ref),
             EventBody::Created { .. } | EventBody::PeriodReset { .. } => None,
         }
@@ -169,7 +169,7 @@ impl EventBody {
 }
 
 /// What the durable feed announces about an event (`SPEC.md` section 3, `/v1/events`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Notice {
     Low { threshold: u8 },
     Exhausted,

@@ -1,14 +1,11 @@
 //! Instants and the billing calendar: period k starts at anchor + k calendar months, the
 //! day clamped to the month's length, the anchor's day kept (Jan 31 → Feb 28/29 → Mar 31).
 
-use serde::{Deserialize, Serialize};
 use time::{Month, OffsetDateTime, PrimitiveDateTime};
 
 /// An instant in UTC, in milliseconds since the Unix epoch. The domain never reads a clock:
 /// every `Ts` it sees was handed to it.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ts(pub i64);
 
 /// The earliest and latest instants accepted from outside (years 1970 to 9000): far enough

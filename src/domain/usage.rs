@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
 use time::{Month, OffsetDateTime};
 
 use super::credits::Credits;
@@ -21,7 +20,7 @@ pub const DAY_MS: i64 = 86_400_000;
 pub const USAGE_DAYS_KEPT: i64 = 400;
 
 /// What one operation consumed in one period.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UsageCell {
     /// Units of the operation (the sum of the quantities debited or captured).
     pub count: u64,
@@ -35,7 +34,7 @@ impl UsageCell {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
     /// Day index (days since the epoch, UTC) → operation → usage. At most
     /// `USAGE_DAYS_KEPT` days, each with at most one entry per operation ever priced.

@@ -311,8 +311,8 @@ pub fn event_answer(account: &str, ev: &Event, duplicate: bool, dry_run: bool) -
 
 /// An idempotency key, left out when the request had none (captures, releases and
 /// expiries may have none).
-fn put_key(put: &mut impl FnMut(&str, Value), key: &str) {
-    if !key.is_empty() {
+fn put_key(put: &mut impl FnMut(&str, Value), key: Option<&str>) {
+    if let Some(key) = key {
         put("idempotency_key", json!(key));
     }
 }
@@ -354,7 +354,7 @@ pub fn entry_fields(o: &mut Object, body: &EventBody) {
             put("quantity", json!(quantity));
             put("credits", json!(credits.get()));
             put("taken", buckets(taken));
-            put_key(&mut put, idempotency_key);
+            put_key(&mut put, Some(idempotency_key));
             put(
                 "metadata",
                 Value::Object(
@@ -389,7 +389,7 @@ pub fn entry_fields(o: &mut Object, body: &EventBody) {
             put("pending", json!(!immediate));
             put("effective_at", json!(effective_at.to_rfc3339()));
             put("credits", json!(granted.get()));
-            put_key(&mut put, idempotency_key);
+            put_key(&mut put, Some(idempotency_key));
         }
         EventBody::Purchased {
             pack,
@@ -411,7 +411,7 @@ pub fn entry_fields(o: &mut Object, body: &EventBody) {
             put("bucket", json!(bucket.name()));
             put("credits", json!(credits.get()));
             put("reason", json!(reason));
-            put_key(&mut put, idempotency_key);
+            put_key(&mut put, Some(idempotency_key));
         }
         EventBody::HoldPlaced {
             hold_id,
@@ -428,7 +428,7 @@ pub fn entry_fields(o: &mut Object, body: &EventBody) {
             put("credits", json!(credits.get()));
             put("taken", buckets(taken));
             put("expires_at", json!(expires_at.to_rfc3339()));
-            put_key(&mut put, idempotency_key);
+            put_key(&mut put, Some(idempotency_key));
         }
         EventBody::HoldCaptured {
             hold_id,
@@ -448,7 +448,7 @@ pub fn entry_fields(o: &mut Object, body: &EventBody) {
             put("spent", buckets(spent));
             put("returned", buckets(returned));
             put("expired", json!(expired.get()));
-            put_key(&mut put, idempotency_key);
+            put_key(&mut put, idempotency_key.as_deref());
         }
         EventBody::HoldReleased {
             hold_id,
@@ -468,7 +468,7 @@ pub fn entry_fields(o: &mut Object, body: &EventBody) {
                     ReleaseReason::Expired => "expired",
                 }),
             );
-            put_key(&mut put, idempotency_key);
+            put_key(&mut put, idempotency_key.as_deref());
         }
     }
 }

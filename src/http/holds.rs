@@ -68,8 +68,8 @@ pub async fn close(
     let obj = dto::parse_object(body)?;
     let limits = &app.config.limits;
     let key = match dto::opt_str(&obj, "idempotency_key")? {
-        Some(_) => dto::idempotency_key(&obj, limits)?,
-        None => String::new(),
+        Some(_) => Some(dto::idempotency_key(&obj, limits)?),
+        None => None,
     };
     let cmd = if capture {
         dto::only(&obj, &["credits", "idempotency_key"])?;

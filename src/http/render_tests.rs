@@ -55,11 +55,11 @@ fn command(s: &Step, i: usize, acct: &Account, p: &Pricing) -> Option<Command> {
         Step::Capture(c) => Command::Capture {
             hold_id: last_hold,
             credits: c.map(Credits),
-            idempotency_key: String::new(),
+            idempotency_key: None,
         },
         Step::Release => Command::Release {
             hold_id: last_hold,
-            idempotency_key: String::new(),
+            idempotency_key: None,
         },
         Step::Plan(n) => Command::ChangePlan {
             plan: p.plans.keys().nth(*n as usize)?.clone(),

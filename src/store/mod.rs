@@ -15,11 +15,10 @@ pub mod journal;
 pub mod kv;
 pub mod legacy;
 pub mod overlay;
+pub mod records;
 pub mod recovery;
 pub mod sled_store;
 pub mod totals;
-
-use serde::{Deserialize, Serialize};
 
 use crate::domain::{Account, Buckets, Credits, Event, Notice, Ts};
 
@@ -62,15 +61,16 @@ impl From<sled::Error> for StorageError {
 }
 
 /// What an idempotency key is bound to: the request's fingerprint and the event it made.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Stored as `records::IdemRecordV1`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdemRecord {
     pub fingerprint: [u8; 16],
     pub seq: u64,
     pub at: Ts,
 }
 
-/// One entry of the durable notification feed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One entry of the durable notification feed. Stored as `records::FeedEntryRecordV1`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FeedEntry {
     pub id: u64,
     pub account: String,

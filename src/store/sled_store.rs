@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use super::codec::{decode, display_key, encode};
 use super::kv::{scan_prefix, Kv, SledKv};
 use super::overlay::{Overlay, Tuning, Value};
+use super::records::{AccountRecordV1, EventRecordV2, FeedEntryRecordV1, IdemRecordV1};
 use super::recovery::{recover, Start, Visit};
 use super::totals::{self, BookTotals};
 use super::{Append, FeedEntry, IdemRecord, StorageError, Store};
@@ -188,15 +189,19 @@ impl SledStore {
         Ok(store)
     }
 
-    fn get_decoded<T: super::codec::Record>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
+    /// Decodes the record `R` at `key` into what it stores.
+    fn get_decoded<R: super::codec::Record + Into<T>, T>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError> {
         match self.overlay.get(key)? {
-            Some(v) => decode(key, &v).map(Some),
+            Some(v) => decode::<R>(key, &v).map(|r| Some(r.into())),
             None => Ok(None),
         }
     }
 
     /// Decodes up to `limit` records in a key range (descending with `rev`).
-    fn decode_range<T: super::codec::Record>(
+    fn decode_range<R: super::codec::Record + Into<T>, T>(
         &self,
         range: (Bound<Vec<u8>>, Bound<Vec<u8>>),
         rev: bool,
@@ -205,7 +210,7 @@ impl SledStore {
         self.overlay
             .range(range.0, range.1, rev, limit)?
             .iter()
-            .map(|(k, v)| decode(k, v))
+            .map(|(k, v)| decode::<R>(k, v).map(R::into))
             .collect()
     }
 }
@@ -308,13 +313,22 @@ impl Store for SledStore {
         let snapshot_started = a.snapshot.map(|_| std::time::Instant::now());
         let mut writes: Vec<(Vec<u8>, Value)> = Vec::with_capacity(a.events.len() + 3);
         for ev in a.events {
-            writes.push((event_key(account, ev.seq), Some(encode(ev))));
+            writes.push((
+                event_key(account, ev.seq),
+                Some(encode(&EventRecordV2::from(ev))),
+            ));
         }
         for (key, rec) in &a.idempotency {
-            writes.push((idem_key(account, key), Some(encode(rec))));
+            writes.push((
+                idem_key(account, key),
+                Some(encode(&IdemRecordV1::from(rec))),
+            ));
         }
         if let Some(acct) = a.snapshot {
-            writes.push((snapshot_key(account), Some(encode(acct))));
+            writes.push((
+                snapshot_key(account),
+                Some(encode(&AccountRecordV1::from(acct))),
+            ));
         }
         if let Some((old, new)) = a.wakeup {
             if let Some(old) = old {
@@ -344,7 +358,10 @@ impl Store for SledStore {
                 balances: ev.after,
                 held: ev.held_after,
             };
-            writes.push((feed_key(id).to_vec(), Some(encode(&entry))));
+            writes.push((
+                feed_key(id).to_vec(),
+                Some(encode(&FeedEntryRecordV1::from(&entry))),
+            ));
             id += 1;
         }
         self.commit_with_totals(account, a.events, writes);
@@ -363,7 +380,7 @@ impl Store for SledStore {
     }
 
     fn snapshot(&self, account: &str) -> Result<Option<Account>, StorageError> {
-        self.get_decoded(&snapshot_key(account))
+        self.get_decoded::<AccountRecordV1, _>(&snapshot_key(account))
     }
 
     fn events_from(
@@ -374,7 +391,11 @@ impl Store for SledStore {
     ) -> Result<Vec<Event>, StorageError> {
         let start = event_key(account, from);
         let end = event_key(account, u64::MAX);
-        self.decode_range((Bound::Included(start), Bound::Included(end)), false, limit)
+        self.decode_range::<EventRecordV2, _>(
+            (Bound::Included(start), Bound::Included(end)),
+            false,
+            limit,
+        )
     }
 
     fn events_before(
@@ -385,22 +406,26 @@ impl Store for SledStore {
     ) -> Result<Vec<Event>, StorageError> {
         let start = event_key(account, 0);
         let end = event_key(account, before);
-        self.decode_range((Bound::Included(start), Bound::Excluded(end)), true, limit)
+        self.decode_range::<EventRecordV2, _>(
+            (Bound::Included(start), Bound::Excluded(end)),
+            true,
+            limit,
+        )
     }
 
     fn event(&self, account: &str, seq: u64) -> Result<Option<Event>, StorageError> {
-        self.get_decoded(&event_key(account, seq))
+        self.get_decoded::<EventRecordV2, _>(&event_key(account, seq))
     }
 
     fn idempotency(&self, account: &str, key: &str) -> Result<Option<IdemRecord>, StorageError> {
-        self.get_decoded(&idem_key(account, key))
+        self.get_decoded::<IdemRecordV1, _>(&idem_key(account, key))
     }
 
     fn prune_idempotency(&self, cutoff: Ts) -> Result<u64, StorageError> {
         let mut n = 0;
         let (lo, hi) = prefix(IDEM);
         self.overlay.scan(lo, hi, false, |k, v| {
-            let rec: IdemRecord = decode(&k, &v)?;
+            let rec: IdemRecord = decode::<IdemRecordV1>(&k, &v)?.into();
             // Compared and deleted at once, so a key re-bound meanwhile is not deleted.
             if rec.at < cutoff && self.overlay.delete_if(&k, &v)? {
                 n += 1;
@@ -471,7 +496,7 @@ impl Store for SledStore {
         if after.saturating_add(1) >= below {
             return Ok(Vec::new());
         }
-        self.decode_range(
+        self.decode_range::<FeedEntryRecordV1, _>(
             (
                 Bound::Included(feed_key(after.saturating_add(1)).to_vec()),
                 Bound::Excluded(feed_key(below).to_vec()),
@@ -499,7 +524,7 @@ impl Store for SledStore {
             )?;
             let mut deletes = Vec::new();
             for (k, v) in &oldest {
-                let entry: FeedEntry = decode(k, v)?;
+                let entry: FeedEntry = decode::<FeedEntryRecordV1>(k, v)?.into();
                 if entry.id >= below && entry.at >= cutoff {
                     break;
                 }
@@ -515,7 +540,7 @@ impl Store for SledStore {
     }
 
     fn feed_cursor(&self, name: &str) -> Result<Option<u64>, StorageError> {
-        self.get_decoded(&cursor_key(name))
+        self.get_decoded::<u64, _>(&cursor_key(name))
     }
 
     fn set_feed_cursor(&self, name: &str, id: u64) -> Result<(), StorageError> {
@@ -524,11 +549,14 @@ impl Store for SledStore {
     }
 
     fn base(&self, account: &str) -> Result<Option<Account>, StorageError> {
-        self.get_decoded(&base_key(account))
+        self.get_decoded::<AccountRecordV1, _>(&base_key(account))
     }
 
     fn prune_history(&self, account: &str, from: u64, base: &Account) -> Result<(), StorageError> {
-        let mut writes = vec![(base_key(account), Some(encode(base)))];
+        let mut writes = vec![(
+            base_key(account),
+            Some(encode(&AccountRecordV1::from(base))),
+        )];
         writes.extend((from..=base.seq).map(|seq| (event_key(account, seq), None)));
         self.overlay.commit(writes);
         Ok(())

@@ -203,7 +203,7 @@ mod tests {
             Command::Capture {
                 hold_id: 1,
                 credits: Some(Credits(3)),
-                idempotency_key: "c1".into(),
+                idempotency_key: Some("c1".into()),
             },
             later,
         ));

@@ -249,7 +249,7 @@ fn hold_capture_returns_the_rest_and_expires_monthly_of_a_past_period() {
             Command::Capture {
                 hold_id: 1,
                 credits: Some(Credits(10)),
-                idempotency_key: "c".into(),
+                idempotency_key: Some("c".into()),
             },
             ts("2026-12-11T00:00:00Z"),
         )
@@ -278,7 +278,7 @@ fn hold_capture_returns_the_rest_and_expires_monthly_of_a_past_period() {
         Command::Capture {
             hold_id: 1,
             credits: None,
-            idempotency_key: "c2".into(),
+            idempotency_key: Some("c2".into()),
         },
         ts("2026-12-11T00:00:00Z"),
     );
@@ -286,7 +286,7 @@ fn hold_capture_returns_the_rest_and_expires_monthly_of_a_past_period() {
     let unknown = b.run(
         Command::Release {
             hold_id: 9,
-            idempotency_key: "r".into(),
+            idempotency_key: Some("r".into()),
         },
         ts("2026-12-11T00:00:00Z"),
     );
@@ -431,11 +431,11 @@ fn to_command(s: &Step, i: usize, b: &Books) -> Option<Command> {
         Step::Capture(h, c) => Command::Capture {
             hold_id: hold_id(*h),
             credits: c.map(|c| Credits(c as u64)),
-            idempotency_key: key,
+            idempotency_key: Some(key),
         },
         Step::Release(h) => Command::Release {
             hold_id: hold_id(*h),
-            idempotency_key: key,
+            idempotency_key: Some(key),
         },
         Step::Plan(p) => Command::ChangePlan {
             plan: plans[*p as usize].clone(),
@@ -599,7 +599,7 @@ fn a_capture_counts_under_the_holds_operation_on_its_day() {
         Command::Capture {
             hold_id: 1,
             credits: Some(Credits(10)),
-            idempotency_key: String::new(),
+            idempotency_key: None,
         },
         t1,
     )
