@@ -417,3 +417,27 @@ fn retention_in_months_is_measured_in_calendar_months() {
     assert!(!ok);
     assert!(err.contains("history.retention"), "{err}");
 }
+
+/// JSON Schema (and so the OpenAPI document) reads `5.0` as the integer 5: so does the
+/// daemon; a real fraction is refused and changes nothing.
+#[test]
+fn integers_written_with_a_zero_fraction_are_integers() {
+    let d = Daemon::start("");
+    d.create("a", "free");
+    let (s, v) = d.raw(
+        "POST",
+        "/v1/accounts/a/debits",
+        r#"{"operation":"caption_generation","quantity":5.0,"idempotency_key":"k"}"#,
+    );
+    assert_eq!((s, v["credits"].clone()), (200, json!(5)), "{v}");
+    // The same request written with an integer is the same request: a duplicate.
+    let (s, v) = d.debit("a", "caption_generation", 5, "k");
+    assert_eq!((s, v["duplicate"].clone()), (200, json!(true)), "{v}");
+    let (s, v) = d.raw(
+        "POST",
+        "/v1/accounts/a/debits",
+        r#"{"operation":"caption_generation","quantity":2.5,"idempotency_key":"j"}"#,
+    );
+    assert_eq!((s, v["error"]["field"].clone()), (400, json!("quantity")), "{v}");
+    assert_eq!(d.account("a")["available"], 45);
+}

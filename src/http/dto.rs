@@ -133,10 +133,17 @@ pub fn req_bounded(obj: &Object, name: &str, max: usize) -> Result<String, ApiEr
     Ok(s.to_string())
 }
 
+/// An integer field. A number written with a zero fraction (`5.0`, `1e3`) is that
+/// integer, as JSON Schema reads it (up to 2^53, where doubles are exact); `5.5` is not.
 pub fn opt_u64(obj: &Object, name: &str, min: u64, max: u64) -> Result<Option<u64>, ApiError> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
     match obj.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => match n.as_u64() {
+        Some(Value::Number(n)) => match n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && (0.0..=EXACT).contains(f))
+                .map(|f| f as u64)
+        }) {
             Some(v) if (min..=max).contains(&v) => Ok(Some(v)),
             _ => Err(ApiError::invalid(
                 name,

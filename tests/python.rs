@@ -1,0 +1,69 @@
+//! The Python side, run by `cargo test` against this build's daemon binary: the client's
+//! type check (`mypy --strict`), its tests (pytest, driving the real daemon), and the API
+//! check (the OpenAPI document validated, served, and held against the real daemon by
+//! schemathesis). `scripts/python-env` makes the pinned venv first (PyPI); a missing
+//! Python or a failed install fails these tests, never skips them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+const BIN: &str = env!("CARGO_BIN_EXE_creditsd");
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The venv, made once per run of this binary (its tests share it).
+fn venv() -> &'static Path {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| {
+        let venv = root().join(".venv-py");
+        run(Command::new(root().join("scripts/python-env")).env("CREDITSD_VENV", &venv));
+        venv
+    })
+}
+
+fn run(cmd: &mut Command) {
+    let shown = format!("{cmd:?}");
+    let out = cmd.output().unwrap_or_else(|e| panic!("{shown}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{shown} failed ({}):\n{text}", out.status);
+    // The last lines say what ran (test counts, schemathesis's summary).
+    let tail: Vec<&str> = text.lines().rev().take(6).collect();
+    for line in tail.iter().rev() {
+        println!("{line}");
+    }
+}
+
+#[test]
+fn the_client_type_checks_strictly() {
+    let venv = venv();
+    run(Command::new(venv.join("bin/mypy"))
+        .arg("--config-file")
+        .arg(root().join("clients/python/pyproject.toml"))
+        .arg(root().join("clients/python/src")));
+}
+
+#[test]
+fn the_client_tests_pass_against_the_real_daemon() {
+    let venv = venv();
+    run(Command::new(venv.join("bin/pytest"))
+        .args(["-q", "-p", "no:cacheprovider"])
+        .arg(root().join("clients/python/tests"))
+        .env("CREDITSD_BIN", BIN)
+        .current_dir(root()));
+}
+
+#[test]
+fn the_daemon_answers_as_its_openapi_document_says() {
+    let venv = venv();
+    run(Command::new(root().join("scripts/api-check"))
+        .env("CREDITSD_BIN", BIN)
+        .env("CREDITSD_VENV", venv)
+        .env("API_CHECK_REPORT_DIR", root().join("target/api-check")));
+}
