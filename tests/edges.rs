@@ -438,6 +438,10 @@ fn integers_written_with_a_zero_fraction_are_integers() {
         "/v1/accounts/a/debits",
         r#"{"operation":"caption_generation","quantity":2.5,"idempotency_key":"j"}"#,
     );
-    assert_eq!((s, v["error"]["field"].clone()), (400, json!("quantity")), "{v}");
+    assert_eq!(
+        (s, v["error"]["field"].clone()),
+        (400, json!("quantity")),
+        "{v}"
+    );
     assert_eq!(d.account("a")["available"], 45);
 }

@@ -32,7 +32,11 @@ fn run(cmd: &mut Command) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{shown} failed ({}):\n{text}", out.status);
+    assert!(
+        out.status.success(),
+        "{shown} failed ({}):\n{text}",
+        out.status
+    );
     // The last lines say what ran (test counts, schemathesis's summary).
     let tail: Vec<&str> = text.lines().rev().take(6).collect();
     for line in tail.iter().rev() {
