@@ -8,6 +8,8 @@
 
 use serde::Deserialize;
 
+use super::codec::{Record, FORMAT_V1, FORMAT_V2};
+
 use super::records::{
     AlertChangeRecord, BucketsRecord, CreatedRecord, DebitedRecord, EventBodyRecordV2,
     EventRecordV2, GrantedRecord, HoldCapturedRecordV2, HoldPlacedRecord, HoldReleasedRecord,
@@ -78,5 +80,16 @@ impl From<EventV1> for EventRecordV2 {
             held_after: v.held_after,
             alerts: v.alerts,
         }
+    }
+}
+
+/// Events are written in version 2; version 1 (release 0.1.0) reads through `EventV1`.
+/// Here rather than beside `EventRecordV2`, so that the records import nothing of the
+/// layouts they replaced.
+impl Record for EventRecordV2 {
+    const VERSION: u8 = FORMAT_V2;
+    fn decode_older(version: u8, bytes: &[u8]) -> Option<postcard::Result<Self>> {
+        (version == FORMAT_V1)
+            .then(|| postcard::from_bytes::<EventV1>(bytes).map(EventRecordV2::from))
     }
 }

@@ -22,7 +22,7 @@ use crate::domain::{
     Ts,
 };
 
-use super::codec::{Record, FORMAT_V1, FORMAT_V2};
+use super::codec::Record;
 use super::{FeedEntry, IdemRecord};
 
 /// Credits per bucket (`Buckets`).
@@ -260,14 +260,6 @@ fn optional_key_to_record(key: Option<String>) -> String {
 
 fn optional_key_from_record(key: String) -> Option<String> {
     (!key.is_empty()).then_some(key)
-}
-
-impl Record for EventRecordV2 {
-    const VERSION: u8 = FORMAT_V2;
-    fn decode_older(version: u8, bytes: &[u8]) -> Option<postcard::Result<Self>> {
-        (version == FORMAT_V1)
-            .then(|| postcard::from_bytes::<super::legacy::EventV1>(bytes).map(EventRecordV2::from))
-    }
 }
 
 impl From<&Event> for EventRecordV2 {
