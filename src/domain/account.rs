@@ -716,4 +716,4 @@ pub fn smallest_plan_covering(pricing: &Pricing, credits: Credits) -> Option<Str
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -12,10 +12,10 @@ fn ts(s: &str) -> Ts {
 }
 
 /// A live account plus every event it recorded, advanced the way the actor does it.
-struct Books {
-    acct: Account,
-    log: Vec<Event>,
-    pricing: Pricing,
+pub(crate) struct Books {
+    pub(crate) acct: Account,
+    pub(crate) log: Vec<Event>,
+    pub(crate) pricing: Pricing,
 }
 
 impl Books {
@@ -38,7 +38,7 @@ impl Books {
         }
     }
 
-    fn run(&mut self, cmd: Command, now: Ts) -> Result<Event, Refusal> {
+    pub(crate) fn run(&mut self, cmd: Command, now: Ts) -> Result<Event, Refusal> {
         self.catch_up(now);
         let body = self.acct.decide(&cmd, now, &self.pricing)?;
         let ev = self.acct.record(body, now, &self.pricing.thresholds);
@@ -385,14 +385,14 @@ fn overflowing_grants_are_refused() {
 // ---- property tests ----
 
 #[derive(Clone, Debug)]
-enum Step {
+pub(crate) enum Step {
     Debit(u8, u32),
     Hold(u8, u32, u32),
     Capture(u8, Option<u32>),
     Release(u8),
     Plan(u8),
     Purchase(u8),
-    Grant(u8, u32),
+    Grant(u8, u64),
     Wait(u32),
 }
 
@@ -404,7 +404,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0u8..8).prop_map(Step::Release),
         1 => (0u8..4).prop_map(Step::Plan),
         1 => (0u8..4).prop_map(Step::Purchase),
-        1 => (0u8..3, 1u32..500).prop_map(|(b, c)| Step::Grant(b, c)),
+        1 => (0u8..3, 1u64..500).prop_map(|(b, c)| Step::Grant(b, c)),
         2 => (0u32..(50 * 24)).prop_map(Step::Wait),
     ]
 }
@@ -447,7 +447,7 @@ fn to_command(s: &Step, i: usize, b: &Books) -> Option<Command> {
         },
         Step::Grant(bk, c) => Command::Grant {
             bucket: Bucket::ALL[*bk as usize],
-            credits: Credits(*c as u64),
+            credits: Credits(*c),
             reason: "r".into(),
             idempotency_key: key,
         },
@@ -458,7 +458,7 @@ fn to_command(s: &Step, i: usize, b: &Books) -> Option<Command> {
 /// Plays `steps` on a new account (plan index `plan`) from a fixed start: a wait moves
 /// the clock and catches up; any other step becomes a command, handed to `each` once the
 /// account is caught up; `check` runs after every step. Answers the books at the end.
-fn play(
+pub(crate) fn play(
     plan: u8,
     steps: &[Step],
     mut each: impl FnMut(&mut Books, usize, Command, Ts) -> Result<(), TestCaseError>,
