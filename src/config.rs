@@ -81,6 +81,17 @@ pub struct StorageConfig {
     pub group_commit_max: usize,
     /// sled's page cache (bytes).
     pub cache_bytes: u64,
+    /// The overlay's active layer is handed to the checkpointer when it holds this many
+    /// keys (count)...
+    pub checkpoint_keys: usize,
+    /// ...or when its first write is this old (ms).
+    pub checkpoint_after_ms: u64,
+    /// Layers waiting for the checkpointer, at most (count); past them, and past
+    /// `checkpoint_active_keys_max` keys in the active layer, group commits wait for the
+    /// checkpointer (back-pressure).
+    pub checkpoint_layers_max: usize,
+    /// Keys the active layer may hold while every frozen layer waits (count).
+    pub checkpoint_active_keys_max: usize,
 }
 
 /// `[actors]`: one task per account.
@@ -433,6 +444,10 @@ impl Default for StorageConfig {
             journal_queue_max: 65_536,
             group_commit_max: 8192,
             cache_bytes: 256 * 1024 * 1024,
+            checkpoint_keys: 200_000,
+            checkpoint_after_ms: 1000,
+            checkpoint_layers_max: 2,
+            checkpoint_active_keys_max: 2_000_000,
         }
     }
 }
@@ -568,6 +583,22 @@ impl Config {
             (
                 "storage.group_commit_max",
                 self.storage.group_commit_max as u64,
+            ),
+            (
+                "storage.checkpoint_keys",
+                self.storage.checkpoint_keys as u64,
+            ),
+            (
+                "storage.checkpoint_after_ms",
+                self.storage.checkpoint_after_ms,
+            ),
+            (
+                "storage.checkpoint_layers_max",
+                self.storage.checkpoint_layers_max as u64,
+            ),
+            (
+                "storage.checkpoint_active_keys_max",
+                self.storage.checkpoint_active_keys_max as u64,
             ),
             (
                 "storage.idempotency_prune_interval_ms",

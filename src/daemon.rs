@@ -37,7 +37,18 @@ pub fn check_exposure(config: &Config) -> Result<(), String> {
 }
 
 pub fn open_store(config: &Config) -> Result<Arc<SledStore>, StorageError> {
-    SledStore::open(&config.storage.path, config.storage.cache_bytes).map(Arc::new)
+    let kv = crate::store::kv::SledKv::open(&config.storage.path, config.storage.cache_bytes)?;
+    let s = &config.storage;
+    let options = crate::store::sled_store::Options {
+        tuning: crate::store::overlay::Tuning {
+            freeze_keys: s.checkpoint_keys,
+            freeze_after: Duration::from_millis(s.checkpoint_after_ms),
+            frozen_max: s.checkpoint_layers_max,
+            active_keys_max: s.checkpoint_active_keys_max,
+        },
+        checkpointer_thread: true,
+    };
+    SledStore::open_on(Arc::new(kv), options).map(Arc::new)
 }
 
 /// Why the daemon could not start: a message, and the exit code that tells it apart.
