@@ -906,30 +906,20 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let e = Config::parse("[operations]\nface_generation = 0\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("operations.face_generation"), "{e}");
-        let e = Config::parse("[server]\nlisten = \"nope\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("server.listen"), "{e}");
-        let e = Config::parse("[storage]\nsnapshot_evry = 3\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("snapshot_evry"), "{e}");
-        let e = Config::parse("[credits]\nthresholds = [25, 101]\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("credits.thresholds"), "{e}");
-        let e = Config::parse("[plans]\nstarter = 50\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("plans.free"), "{e}");
-        let e = Config::parse("[storage]\ndurability = \"sometimes\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("durability"), "{e}");
+        for (toml, key) in [
+            (
+                "[operations]\nface_generation = 0\n",
+                "operations.face_generation",
+            ),
+            ("[server]\nlisten = \"nope\"\n", "server.listen"),
+            ("[storage]\nsnapshot_evry = 3\n", "snapshot_evry"),
+            ("[credits]\nthresholds = [25, 101]\n", "credits.thresholds"),
+            ("[plans]\nstarter = 50\n", "plans.free"),
+            ("[storage]\ndurability = \"sometimes\"\n", "durability"),
+        ] {
+            let e = Config::parse(toml).unwrap_err().to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
     }
 
     #[test]
