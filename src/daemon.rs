@@ -45,6 +45,7 @@ pub fn open_store(config: &Config) -> Result<Arc<SledStore>, StorageError> {
             freeze_after: Duration::from_millis(s.checkpoint_after_ms),
             frozen_max: s.checkpoint_layers_max,
             active_keys_max: s.checkpoint_active_keys_max,
+            record_bytes_max: crate::store::overlay::RECORD_BYTES_MAX,
         },
         checkpointer_thread: true,
     };

@@ -142,6 +142,7 @@ fn tuning() -> impl Strategy<Value = Tuning> {
         },
         frozen_max,
         active_keys_max: usize::MAX,
+        record_bytes_max: creditsd::store::overlay::RECORD_BYTES_MAX,
     })
 }
 
@@ -430,6 +431,7 @@ fn recovery_replays_the_groups_a_checkpoint_did_not_reach() {
         freeze_after: Duration::from_secs(3600),
         frozen_max: 2,
         active_keys_max: usize::MAX,
+        record_bytes_max: creditsd::store::overlay::RECORD_BYTES_MAX,
     };
     let dir = tempfile::tempdir().unwrap();
     let db = open_db(dir.path());

@@ -54,6 +54,10 @@ pub struct Tuning {
     /// the journal, so every acknowledgement) waits for the checkpointer: back-pressure.
     pub frozen_max: usize,
     pub active_keys_max: usize,
+    /// A group's writes go into records of about this size at most, cut between commits
+    /// (`RECORD_BYTES_MAX` in the daemon; the simulator cuts smaller, so that a crash can
+    /// keep some of a group's commits and not the others).
+    pub record_bytes_max: usize,
 }
 
 impl Default for Tuning {
@@ -63,6 +67,7 @@ impl Default for Tuning {
             freeze_after: Duration::from_millis(1000),
             frozen_max: 2,
             active_keys_max: 2_000_000,
+            record_bytes_max: RECORD_BYTES_MAX,
         }
     }
 }
@@ -72,16 +77,16 @@ impl Default for Tuning {
 /// quarter of its 512 KiB segment — a value, or a whole leaf of up to 17 keys — to a blob
 /// file of its own, and a 50 ms group of `periodic` mode (~500 KB) did exactly that, at
 /// ~3k debits/s; 17 records of 6 KB stay well below.
-const RECORD_BYTES_MAX: usize = 6 * 1024;
+pub const RECORD_BYTES_MAX: usize = 6 * 1024;
 
 /// The byte ranges of the records a group's encoded writes are cut into, given where each
 /// commit ends (ascending).
-fn split_records(cuts: &[usize]) -> Vec<std::ops::Range<usize>> {
+fn split_records(cuts: &[usize], max: usize) -> Vec<std::ops::Range<usize>> {
     let mut parts = Vec::new();
     let mut start = 0;
     let mut last_cut = 0;
     for &cut in cuts {
-        if cut - start > RECORD_BYTES_MAX && last_cut > start {
+        if cut - start > max && last_cut > start {
             parts.push(start..last_cut);
             start = last_cut;
         }
@@ -408,7 +413,7 @@ impl Overlay {
                 s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
             }
             let ops = std::mem::take(&mut s.pending);
-            let parts = split_records(&std::mem::take(&mut s.cuts));
+            let parts = split_records(&std::mem::take(&mut s.cuts), t.record_bytes_max);
             let due = s.active.len() >= t.freeze_keys
                 || s.active_since
                     .is_some_and(|at| at.elapsed() >= t.freeze_after);
@@ -528,19 +533,25 @@ mod tests {
     #[test]
     fn groups_are_cut_between_commits_into_small_records() {
         let max = RECORD_BYTES_MAX;
-        assert_eq!(split_records(&[]), Vec::<std::ops::Range<usize>>::new());
-        assert_eq!(split_records(&[10, 10, 20]), vec![0..20]);
-        assert_eq!(split_records(&[max]), vec![0..max]);
-        assert_eq!(split_records(&[max, max + 1]), vec![0..max, max..max + 1]);
+        assert_eq!(
+            split_records(&[], max),
+            Vec::<std::ops::Range<usize>>::new()
+        );
+        assert_eq!(split_records(&[10, 10, 20], max), vec![0..20]);
+        assert_eq!(split_records(&[max], max), vec![0..max]);
+        assert_eq!(
+            split_records(&[max, max + 1], max),
+            vec![0..max, max..max + 1]
+        );
         // A commit bigger than the limit is a record of its own, whole.
         assert_eq!(
-            split_records(&[100, 100 + 3 * max, 101 + 3 * max]),
+            split_records(&[100, 100 + 3 * max, 101 + 3 * max], max),
             vec![0..100, 100..100 + 3 * max, 100 + 3 * max..101 + 3 * max]
         );
         // Records are as full as the cuts allow, and never over the limit unless one
         // commit is.
         let cuts: Vec<usize> = (1..=1000).map(|i| i * 700).collect();
-        let parts = split_records(&cuts);
+        let parts = split_records(&cuts, max);
         assert_eq!(parts.first().unwrap().start, 0);
         assert_eq!(parts.last().unwrap().end, 700_000);
         for w in parts.windows(2) {
@@ -563,6 +574,7 @@ mod tests {
             freeze_after: Duration::from_secs(3600),
             frozen_max: 1,
             active_keys_max: 5,
+            record_bytes_max: RECORD_BYTES_MAX,
         };
         let (overlay, _) = Overlay::recover(kv.clone(), tuning).unwrap();
         let put = |k: u8| overlay.commit([(vec![b'E', k], Some(vec![k]))]);
