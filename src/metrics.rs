@@ -57,7 +57,98 @@ pub fn install() -> PrometheusHandle {
     let handle = recorder.handle();
     // A second install (tests in one process) keeps the first recorder; the handle still renders.
     let _ = metrics::set_global_recorder(recorder);
+    describe();
     handle
+}
+
+/// The HELP text and unit of every metric, as `/metrics` shows them.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        CREDITS_DEBITED_TOTAL,
+        "Credits spent, by operation and plan (debits and captured holds)."
+    );
+    describe_counter!(
+        CREDITS_GRANTED_TOTAL,
+        "Credits added, by bucket (free tier, allocations, upgrades, packs, grants)."
+    );
+    describe_counter!(CREDITS_EXPIRED_TOTAL, "Credits expired, by bucket (monthly credits at a reset, monthly credits of a hold whose period ended).");
+    describe_gauge!(
+        CREDITS_OUTSTANDING,
+        "Credits held by all accounts now, by bucket (monthly, free, packs, held)."
+    );
+    describe_counter!(
+        DEBITS_TOTAL,
+        "Debit requests, by result (ok, duplicate, insufficient, conflict, invalid)."
+    );
+    describe_counter!(
+        MUTATIONS_TOTAL,
+        "Mutations other than debits, by kind and result."
+    );
+    describe_counter!(REVENUE_CENTS_TOTAL, "Pack revenue in cents, by pack.");
+    describe_gauge!(ACCOUNTS_ACTIVE, "Accounts with a live actor in memory now.");
+    describe_counter!(
+        ACCOUNT_PASSIVATIONS_TOTAL,
+        "Actors stopped after their idle timeout (snapshot written first)."
+    );
+    describe_histogram!(
+        HTTP_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time to answer an HTTP request, by route."
+    );
+    describe_counter!(
+        HTTP_RESPONSES_TOTAL,
+        "HTTP answers, by route and status code."
+    );
+    describe_histogram!(
+        GROUP_COMMIT_SIZE,
+        Unit::Count,
+        "Replies released by one group commit."
+    );
+    describe_histogram!(
+        FSYNC_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time of one group commit's write, flush and fsync."
+    );
+    describe_counter!(SNAPSHOTS_TOTAL, "Account snapshots written.");
+    describe_histogram!(
+        ACCOUNT_ACTIVATION_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time to activate an account (snapshot and log tail)."
+    );
+    describe_histogram!(
+        RECOVERY_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time to open the store at start (group records replayed)."
+    );
+    describe_counter!(
+        MAILBOX_REJECTIONS_TOTAL,
+        "Requests refused with 429 because an account's mailbox was full."
+    );
+    describe_counter!(
+        WEBHOOK_DELIVERIES_TOTAL,
+        "Webhook delivery attempts, by hook and result (delivered, failed, given_up)."
+    );
+    describe_histogram!(
+        SNAPSHOT_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time to write an account snapshot."
+    );
+    describe_histogram!(
+        CHECKPOINT_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time the checkpointer took to write one overlay layer into its keys."
+    );
+    describe_counter!(
+        CHECKPOINT_KEYS_TOTAL,
+        "Keys the checkpointer wrote from overlay layers."
+    );
+    describe_gauge!(ACCOUNTS, "Accounts in the store.");
+    describe_gauge!(
+        ACCOUNTS_PAUSED,
+        "Accounts with nothing available (generation paused)."
+    );
+    describe_counter!(NOTICES_TOTAL, "Notices put on the feed, by type.");
 }
 
 fn granted(bucket: &'static str, credits: u64) {

@@ -626,3 +626,58 @@ fn the_checkpointer_writes_layers_in_the_background() {
     let (_, v) = d.debit("cp", "caption_generation", 1, "c1");
     assert_eq!(v["duplicate"], true, "{v}");
 }
+
+/// A real scrape, after traffic that moves every kind of metric, passes Prometheus's own
+/// checker (`promtool check metrics`: HELP text, types, units, names), and every metric
+/// has its HELP line.
+#[test]
+fn a_scrape_passes_promtool() {
+    let d = Daemon::start("");
+    d.create("a", "starter");
+    d.debit("a", "sample_image", 2, "k1");
+    d.debit("a", "face_generation", 100, "k2"); // 402
+    d.post(
+        "/v1/accounts/a/purchases",
+        json!({ "pack": "pack_100", "payment_ref": "p" }),
+    );
+    d.get("/v1/accounts/a/ledger");
+    let text = ureq::get(&d.url("/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
+    let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
+    assert!(types >= 10, "{text}");
+    assert_eq!(helps, types, "a metric without HELP text:\n{text}");
+    let promtool = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/promtool-env"))
+        .output()
+        .unwrap();
+    assert!(
+        promtool.status.success(),
+        "promtool-env: {}",
+        String::from_utf8_lossy(&promtool.stderr)
+    );
+    let promtool = String::from_utf8(promtool.stdout).unwrap();
+    let mut check = Command::new(promtool.trim())
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

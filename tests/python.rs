@@ -1,17 +1,31 @@
-//! The Python side, run by `cargo test` against this build's daemon binary: the client's
-//! type check (`mypy --strict`), its tests (pytest, driving the real daemon), and the API
-//! check (the OpenAPI document validated, served, and held against the real daemon by
-//! schemathesis). `scripts/python-env` makes the pinned venv first (PyPI); a missing
-//! Python or a failed install fails these tests, never skips them.
+//! The Python side, run by `cargo test` against the release binary (built here first,
+//! `cargo build --release`): the client's type check (`mypy --strict`), its tests
+//! (pytest, driving the real daemon), and the API check (the OpenAPI document validated,
+//! served, and held against the real daemon by schemathesis). `scripts/python-env` makes
+//! the pinned venv first (PyPI); a missing Python or a failed install fails these tests,
+//! never skips them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-const BIN: &str = env!("CARGO_BIN_EXE_creditsd");
-
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The release daemon, built once per run of this binary: what operators run.
+fn release_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        run(Command::new(cargo)
+            .args(["build", "--release", "--locked", "--bin", "creditsd"])
+            .current_dir(root()));
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root().join("target"));
+        target.join("release/creditsd")
+    })
 }
 
 /// The venv, made once per run of this binary (its tests share it).
@@ -59,7 +73,7 @@ fn the_client_tests_pass_against_the_real_daemon() {
     run(Command::new(venv.join("bin/pytest"))
         .args(["-q", "-p", "no:cacheprovider"])
         .arg(root().join("clients/python/tests"))
-        .env("CREDITSD_BIN", BIN)
+        .env("CREDITSD_BIN", release_binary())
         .current_dir(root()));
 }
 
@@ -67,7 +81,7 @@ fn the_client_tests_pass_against_the_real_daemon() {
 fn the_daemon_answers_as_its_openapi_document_says() {
     let venv = venv();
     run(Command::new(root().join("scripts/api-check"))
-        .env("CREDITSD_BIN", BIN)
+        .env("CREDITSD_BIN", release_binary())
         .env("CREDITSD_VENV", venv)
         .env("API_CHECK_REPORT_DIR", root().join("target/api-check")));
 }
