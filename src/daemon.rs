@@ -219,18 +219,12 @@ async fn prune_idempotency(
     ttl_s: u64,
     every: Duration,
 ) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
+    crate::periodic::every(every, "pruned idempotency keys", move || {
         let cutoff = clock.now().plus_millis(-(ttl_s as i64 * 1000));
-        let store = store.clone();
-        match tokio::task::spawn_blocking(move || store.prune_idempotency(cutoff)).await {
-            Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "pruned expired idempotency keys"),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => crate::fail_stop(&format!("pruning idempotency keys: {e}")),
-            Err(e) => tracing::error!(error = %e, "idempotency pruning task failed"),
-        }
-    }
+        let n = store.prune_idempotency(cutoff)?;
+        Ok((n > 0).then(|| format!("removed {n} expired keys")))
+    })
+    .await
 }
 
 /// Keeps histograms upkept and the book gauges current between scrapes, so a scrape that

@@ -13,10 +13,8 @@ use crate::store::Store;
 /// than what is kept continues from the oldest entry kept (webhooks log how many events
 /// they missed).
 pub async fn prune(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: FeedConfig) {
-    let mut tick = tokio::time::interval(Duration::from_millis(config.prune_interval_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
+    let every = Duration::from_millis(config.prune_interval_ms);
+    crate::periodic::every(every, "pruned the feed", move || {
         let below = store
             .feed_next_id()
             .saturating_sub(config.retention_events_max);
@@ -26,12 +24,8 @@ pub async fn prune(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: FeedCon
                 .now()
                 .plus_millis(-(s.min(i64::MAX as u64 / 1000) as i64 * 1000)),
         };
-        let store = store.clone();
-        match tokio::task::spawn_blocking(move || store.prune_feed(below, cutoff)).await {
-            Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "pruned old feed entries"),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => crate::fail_stop(&format!("pruning the feed: {e}")),
-            Err(e) => tracing::error!(error = %e, "feed pruning task failed"),
-        }
-    }
+        let n = store.prune_feed(below, cutoff)?;
+        Ok((n > 0).then(|| format!("removed {n} old feed entries")))
+    })
+    .await
 }

@@ -82,23 +82,19 @@ pub fn prune_all(store: &dyn Store, cutoff: Ts, events_max: u64) -> Result<Prune
 pub async fn run(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: HistoryConfig) {
     let retention =
         Retention::parse(&config.retention).expect("invariant: validated by Config::validate");
-    let mut tick = tokio::time::interval(Duration::from_millis(config.prune_interval_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
+    let every = Duration::from_millis(config.prune_interval_ms);
+    let max = config.prune_events_max;
+    crate::periodic::every(every, "pruned history", move || {
         let cutoff = retention.cutoff(clock.now());
-        let store = store.clone();
-        let max = config.prune_events_max;
-        match tokio::task::spawn_blocking(move || prune_all(&*store, cutoff, max)).await {
-            Ok(Ok(p)) if p.events > 0 => tracing::info!(
-                accounts = p.accounts,
-                events = p.events,
-                before = %cutoff.to_rfc3339(),
-                "pruned history past its retention"
-            ),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => crate::fail_stop(&format!("pruning history: {e}")),
-            Err(e) => tracing::error!(error = %e, "history pruning task failed"),
-        }
-    }
+        let p = prune_all(&*store, cutoff, max)?;
+        Ok((p.events > 0).then(|| {
+            format!(
+                "removed {} events of {} accounts, before {}",
+                p.events,
+                p.accounts,
+                cutoff.to_rfc3339()
+            )
+        }))
+    })
+    .await
 }

@@ -23,6 +23,7 @@ pub mod feed;
 pub mod history;
 pub mod http;
 pub mod metrics;
+pub mod periodic;
 pub mod store;
 pub mod webhooks;
 pub mod wire;

@@ -32,13 +32,16 @@ pub fn encode<T: Record>(value: &T) -> Vec<u8> {
     with_crc(out)
 }
 
-fn with_crc(mut out: Vec<u8>) -> Vec<u8> {
+/// Seals a record (its version byte first): appends the CRC32 of all of it.
+pub fn with_crc(mut out: Vec<u8>) -> Vec<u8> {
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
 }
 
-pub fn decode<T: Record>(key: &[u8], bytes: &[u8]) -> Result<T, StorageError> {
+/// Opens a sealed record: checks its length and CRC32, and answers its version byte and
+/// the bytes after it; a damaged record is `Corrupt`, naming its key.
+pub fn unseal<'a>(key: &[u8], bytes: &'a [u8]) -> Result<(u8, &'a [u8]), StorageError> {
     let corrupt = |reason: String| StorageError::Corrupt {
         key: display_key(key),
         reason,
@@ -57,16 +60,28 @@ pub fn decode<T: Record>(key: &[u8], bytes: &[u8]) -> Result<T, StorageError> {
             "checksum mismatch (stored {expected:08x}, computed {actual:08x})"
         )));
     }
-    let v = body[0];
+    Ok((body[0], &body[1..]))
+}
+
+pub fn decode<T: Record>(key: &[u8], bytes: &[u8]) -> Result<T, StorageError> {
+    let (v, body) = unseal(key, bytes)?;
     let decoded = if v == T::VERSION {
-        postcard::from_bytes(&body[1..])
+        postcard::from_bytes(body)
     } else {
-        match T::decode_older(v, &body[1..]) {
+        match T::decode_older(v, body) {
             Some(r) => r,
-            None => return Err(corrupt(format!("unknown record format version {v}"))),
+            None => {
+                return Err(StorageError::Corrupt {
+                    key: display_key(key),
+                    reason: format!("unknown record format version {v}"),
+                })
+            }
         }
     };
-    decoded.map_err(|e| corrupt(format!("undecodable v{v} record: {e}")))
+    decoded.map_err(|e| StorageError::Corrupt {
+        key: display_key(key),
+        reason: format!("undecodable v{v} record: {e}"),
+    })
 }
 
 impl Record for super::BookTotals {}

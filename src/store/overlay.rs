@@ -29,7 +29,7 @@ use std::ops::Bound;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::codec::{display_key, FORMAT_V1};
+use super::codec::{display_key, unseal, with_crc, FORMAT_V1};
 use super::kv::{scan_prefix, Kv};
 use super::StorageError;
 
@@ -177,9 +177,7 @@ fn frame(ops: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(ops.len() + 5);
     out.push(FORMAT_V1);
     out.extend_from_slice(ops);
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
+    with_crc(out)
 }
 
 /// The writes of a group record, in order.
@@ -188,17 +186,11 @@ fn decode_group(key: &[u8], bytes: &[u8]) -> Result<Vec<(Vec<u8>, Value)>, Stora
         key: display_key(key),
         reason: reason.to_string(),
     };
-    if bytes.len() < 5 {
-        return Err(corrupt("group record shorter than its header and checksum"));
-    }
-    let (body, crc) = bytes.split_at(bytes.len() - 4);
-    if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
-        return Err(corrupt("group record checksum mismatch"));
-    }
-    if body[0] != FORMAT_V1 {
+    let (version, ops) = unseal(key, bytes)?;
+    if version != FORMAT_V1 {
         return Err(corrupt("unknown group record format version"));
     }
-    let mut rest = &body[1..];
+    let mut rest = ops;
     let mut take = |n: usize| -> Result<&[u8], StorageError> {
         if rest.len() < n {
             return Err(corrupt("group record ends inside a write"));
