@@ -2,8 +2,10 @@
 //!
 //! Map (see ARCHITECTURE.md for the invariants):
 //! - `domain`: the pure books: credits, calendar, decide/record/apply, alerts. No I/O.
-//! - `store`: the `Store` trait over sled, the record codec, the group-commit journal.
-//! - `actor`: one task per account, its messages, the registry that finds or starts it.
+//! - `store`: the `Store` trait over a `Kv` engine (sled), the records and their codec,
+//!   the one recovery function, the group-commit journal.
+//! - `actor`: the account core (one message at a time, synchronous), the task around it,
+//!   its messages, the registry that finds or starts it.
 //! - `http`: hyper front end: routes, JSON, errors, auth, the accept loop.
 //! - `config`: the one typed config with defaults; `validate` names the bad key.
 //! - `daemon`: wiring in order: store → journal → registry → HTTP → ready → drain.
@@ -13,6 +15,7 @@
 //! - `feed`: retention of the durable notification feed (`[feed]`, pruning).
 //! - `webhooks`: delivery of the durable feed to `[[webhooks]]`, signed, with retries.
 //! - `wire`: JSON forms shared by the API and the webhooks (balances, one feed event).
+//! - `periodic`: the one loop of the background pruners.
 
 pub mod actor;
 pub mod audit;
