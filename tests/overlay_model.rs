@@ -25,7 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use creditsd::store::kv::{Kv, KvIter};
+use creditsd::store::kv::{sled_range, Kv, KvIter};
 use creditsd::store::overlay::{Entry, Overlay, Tuning, Value, GROUP};
 use creditsd::store::StorageError;
 use proptest::prelude::*;
@@ -189,16 +189,7 @@ impl Kv for DbKv {
         Ok(())
     }
     fn range(&self, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>, rev: bool) -> KvIter<'_> {
-        let it = self.0.range::<Vec<u8>, _>((lo, hi));
-        let conv = |kv: sled::Result<(sled::IVec, sled::IVec)>| {
-            kv.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                .map_err(StorageError::from)
-        };
-        if rev {
-            Box::new(it.rev().map(conv))
-        } else {
-            Box::new(it.map(conv))
-        }
+        sled_range(&self.0, lo, hi, rev)
     }
     fn sync(&self) -> Result<(), StorageError> {
         self.0.flush()?;

@@ -141,10 +141,6 @@ impl<C: Client> AccountCore<C> {
         Ok(core)
     }
 
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
     /// No such account, and nothing waiting: the actor may go.
     pub fn is_absent(&self) -> bool {
         matches!(self.state, State::Absent) && self.parked.is_empty()

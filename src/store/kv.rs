@@ -141,16 +141,7 @@ impl Kv for SledKv {
         Ok(())
     }
     fn range(&self, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>, rev: bool) -> KvIter<'_> {
-        let iter = self.db.range::<Vec<u8>, _>((lo, hi));
-        let convert = |kv: sled::Result<(sled::IVec, sled::IVec)>| {
-            kv.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                .map_err(StorageError::from)
-        };
-        if rev {
-            Box::new(iter.rev().map(convert))
-        } else {
-            Box::new(iter.map(convert))
-        }
+        sled_range(&self.db, lo, hi, rev)
     }
     /// sled's flush, the blob files it wrote, then an fsync of its data file.
     fn sync(&self) -> Result<(), StorageError> {
@@ -159,6 +150,21 @@ impl Kv for SledKv {
         self.data_file
             .sync_data()
             .map_err(|e| StorageError::Io(format!("fsync of sled data file: {e}")))
+    }
+}
+
+/// A range of a sled tree as a `KvIter` (also for tests that hold a `sled::Db` of their
+/// own beneath an overlay).
+pub fn sled_range(db: &sled::Db, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>, rev: bool) -> KvIter<'_> {
+    let iter = db.range::<Vec<u8>, _>((lo, hi));
+    let convert = |kv: sled::Result<(sled::IVec, sled::IVec)>| {
+        kv.map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .map_err(StorageError::from)
+    };
+    if rev {
+        Box::new(iter.rev().map(convert))
+    } else {
+        Box::new(iter.map(convert))
     }
 }
 

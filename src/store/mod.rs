@@ -119,16 +119,8 @@ pub trait Store: Send + Sync + 'static {
     /// Every account that has a snapshot (every account: creation writes one).
     fn accounts(&self) -> Result<Vec<String>, StorageError>;
     /// Up to `limit` account ids after `after` (exclusive), in byte order.
-    fn accounts_page(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<String>, StorageError> {
-        let mut ids = self.accounts()?;
-        ids.retain(|id| after.map_or(true, |a| id.as_str() > a));
-        ids.truncate(limit);
-        Ok(ids)
-    }
+    fn accounts_page(&self, after: Option<&str>, limit: usize)
+        -> Result<Vec<String>, StorageError>;
     /// Drops a stale entry of the wake-up index.
     fn remove_wakeup(&self, account: &str, at: Ts) -> Result<(), StorageError>;
     /// Accounts whose next reset or hold expiry is at or before `now`.

@@ -436,13 +436,7 @@ impl Store for SledStore {
     }
 
     fn accounts(&self) -> Result<Vec<String>, StorageError> {
-        let (lo, hi) = prefix(SNAPSHOT);
-        let mut out = Vec::new();
-        self.overlay.scan(lo, hi, false, |k, _| {
-            out.push(String::from_utf8_lossy(&k[1..]).into_owned());
-            Ok(true)
-        })?;
-        Ok(out)
+        self.accounts_page(None, usize::MAX)
     }
 
     fn accounts_page(
