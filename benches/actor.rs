@@ -64,6 +64,7 @@ fn setup(
                 credits: Credits(1 << 40),
                 reason: "bench".into(),
                 idempotency_key: "fund".into(),
+                expires_at: None,
             };
             send(&registry, &id, grant).await;
         }
@@ -89,6 +90,7 @@ fn debit(n: u64) -> Command {
         quantity: 1,
         metadata: vec![],
         idempotency_key: format!("k{n}"),
+        member: None,
     }
 }
 

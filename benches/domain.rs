@@ -4,7 +4,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 
 use creditsd::domain::{time, Account, Command, Pricing, Ts};
 use creditsd::store::codec;
-use creditsd::store::records::EventRecordV2;
+use creditsd::store::records::EventRecordV3;
 
 fn account() -> (Account, Pricing) {
     let p = Pricing::standard();
@@ -17,9 +17,10 @@ fn account() -> (Account, Pricing) {
         credits: creditsd::domain::Credits(1 << 50),
         reason: "bench".into(),
         idempotency_key: "g".into(),
+        expires_at: None,
     };
     let body = a.decide(&grant, Ts(0), &p).unwrap();
-    a.record(body, Ts(0), &p.thresholds);
+    a.record(body, Ts(0), &p);
     (a, p)
 }
 
@@ -30,22 +31,23 @@ fn benches(c: &mut Criterion) {
         quantity: 1,
         metadata: vec![],
         idempotency_key: "job-123456".into(),
+        member: None,
     };
     c.bench_function("decide+record one debit", |b| {
         b.iter(|| {
             let body = a.decide(black_box(&cmd), Ts(1), &p).unwrap();
-            black_box(a.record(body, Ts(1), &p.thresholds));
+            black_box(a.record(body, Ts(1), &p));
         })
     });
     let body = a.decide(&cmd, Ts(1), &p).unwrap();
-    let ev = a.clone().record(body, Ts(1), &p.thresholds);
-    let bytes = codec::encode(&EventRecordV2::from(&ev));
+    let ev = a.clone().record(body, Ts(1), &p);
+    let bytes = codec::encode(&EventRecordV3::from(&ev));
     c.bench_function("encode debit event", |b| {
-        b.iter(|| black_box(codec::encode(&EventRecordV2::from(black_box(&ev)))))
+        b.iter(|| black_box(codec::encode(&EventRecordV3::from(black_box(&ev)))))
     });
     c.bench_function("decode debit event", |b| {
         b.iter(|| {
-            let r = codec::decode::<EventRecordV2>(b"k", black_box(&bytes)).unwrap();
+            let r = codec::decode::<EventRecordV3>(b"k", black_box(&bytes)).unwrap();
             black_box(creditsd::domain::Event::from(r))
         })
     });

@@ -20,18 +20,20 @@ fn debit_events(id: &str, n: u64) -> Vec<Event> {
         credits: Credits(1 << 50),
         reason: "bench".into(),
         idempotency_key: "g".into(),
+        expires_at: None,
     };
     let body = a.decide(&grant, Ts(0), &p).unwrap();
-    let mut out = vec![a.record(body, Ts(0), &p.thresholds)];
+    let mut out = vec![a.record(body, Ts(0), &p)];
     let cmd = Command::Debit {
         operation: "sample_image".into(),
         quantity: 1,
         metadata: vec![],
         idempotency_key: "job".into(),
+        member: None,
     };
     while (out.len() as u64) < n {
         let body = a.decide(&cmd, Ts(1), &p).unwrap();
-        out.push(a.record(body, Ts(1), &p.thresholds));
+        out.push(a.record(body, Ts(1), &p));
     }
     out
 }

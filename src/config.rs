@@ -21,6 +21,7 @@ pub struct Config {
     pub actors: ActorConfig,
     pub limits: Limits,
     pub credits: CreditsConfig,
+    pub alerts: AlertsConfig,
     /// `[operations]`: the price of each operation (credits).
     pub operations: BTreeMap<String, u64>,
     /// `[plans]`: the monthly allocation of each plan (credits).
@@ -139,6 +140,10 @@ pub struct Limits {
     pub hold_ttl_seconds_max: u64,
     /// Open holds of one account (count).
     pub holds_open_max: usize,
+    /// Open promo blocks of one account (count).
+    pub promo_blocks_max: usize,
+    /// Members of one account (count).
+    pub members_max: usize,
     /// Ledger entries in one page (`GET .../ledger`) when `limit` is not given (count).
     pub ledger_page_default: usize,
     /// The largest `limit` of a ledger page (count).
@@ -161,10 +166,9 @@ impl Limits {
     /// longest id, operation name, quantity and key, and `metadata_keys_max` members
     /// whose names and values fill `metadata_bytes_max` (each member adds `"":"",`).
     pub fn batch_item_bytes_max(&self, operation_name_max: usize) -> usize {
-        let fixed =
-            r#"{"account":"","operation":"","quantity":,"idempotency_key":"","metadata":{}},"#;
+        let fixed = r#"{"account":"","operation":"","quantity":,"idempotency_key":"","metadata":{},"member":""},"#;
         fixed.len()
-            + self.account_id_bytes_max
+            + 2 * self.account_id_bytes_max
             + operation_name_max
             + self.quantity_max.to_string().len()
             + self.idempotency_key_bytes_max
@@ -183,6 +187,21 @@ pub struct CreditsConfig {
     pub thresholds: Vec<u8>,
     /// A hold's time to live when the request gives none (seconds).
     pub hold_ttl_seconds: u64,
+}
+
+/// `[alerts]`: the forecast alert (`balance.forecast_low`) for accounts that set none.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Warn when the last 24 hours' burn rate runs the account out within this many hours
+    /// (1-720; 0 turns the alert off).
+    pub forecast_hours: u32,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig { forecast_hours: 24 }
+    }
 }
 
 /// `[packs.NAME]`: one credit pack.
@@ -392,6 +411,7 @@ impl Default for Config {
             actors: ActorConfig::default(),
             limits: Limits::default(),
             credits: CreditsConfig::default(),
+            alerts: AlertsConfig::default(),
             operations: p
                 .operations
                 .iter()
@@ -480,6 +500,8 @@ impl Default for Limits {
             wait_seconds_max: 60,
             hold_ttl_seconds_max: 7 * 24 * 3600,
             holds_open_max: 1000,
+            promo_blocks_max: 100,
+            members_max: 1000,
             ledger_page_default: 50,
             ledger_page_max: 500,
             events_page_default: 100,
@@ -629,6 +651,11 @@ impl Config {
             ),
             ("limits.holds_open_max", self.limits.holds_open_max as u64),
             (
+                "limits.promo_blocks_max",
+                self.limits.promo_blocks_max as u64,
+            ),
+            ("limits.members_max", self.limits.members_max as u64),
+            (
                 "limits.ledger_page_default",
                 self.limits.ledger_page_default as u64,
             ),
@@ -711,6 +738,12 @@ impl Config {
         }
         if self.credits.free_tier > AMOUNT_MAX {
             return bad("credits.free_tier", "at most 1000000000");
+        }
+        if self.alerts.forecast_hours > 720 {
+            return bad(
+                "alerts.forecast_hours",
+                "the forecast horizon is 1 to 720 hours (0: off)",
+            );
         }
         for t in &self.credits.thresholds {
             if *t > 100 {
@@ -816,6 +849,9 @@ impl Config {
             free_tier: Credits(self.credits.free_tier),
             thresholds,
             holds_open_max: self.limits.holds_open_max,
+            promo_blocks_max: self.limits.promo_blocks_max,
+            members_max: self.limits.members_max,
+            forecast_hours: (self.alerts.forecast_hours > 0).then_some(self.alerts.forecast_hours),
         }
     }
 

@@ -6,12 +6,14 @@
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::domain::{Command, Event, EventBody};
+use crate::domain::{Bucket, Command, Event, EventBody};
 
 pub const CREDITS_DEBITED_TOTAL: &str = "creditsd_credits_debited_total";
 pub const CREDITS_GRANTED_TOTAL: &str = "creditsd_credits_granted_total";
 pub const CREDITS_EXPIRED_TOTAL: &str = "creditsd_credits_expired_total";
 pub const CREDITS_OUTSTANDING: &str = "creditsd_credits_outstanding";
+pub const CREDITS_REFUNDED_TOTAL: &str = "creditsd_credits_refunded_total";
+pub const MEMBER_CAP_REFUSALS_TOTAL: &str = "creditsd_member_cap_refusals_total";
 pub const DEBITS_TOTAL: &str = "creditsd_debits_total";
 pub const MUTATIONS_TOTAL: &str = "creditsd_mutations_total";
 pub const REVENUE_CENTS_TOTAL: &str = "creditsd_revenue_cents_total";
@@ -72,7 +74,15 @@ fn describe() {
         CREDITS_GRANTED_TOTAL,
         "Credits added, by bucket (free tier, allocations, upgrades, packs, grants)."
     );
-    describe_counter!(CREDITS_EXPIRED_TOTAL, "Credits expired, by bucket (monthly credits at a reset, monthly credits of a hold whose period ended).");
+    describe_counter!(CREDITS_EXPIRED_TOTAL, "Credits expired, by bucket: monthly (what was left at a reset), promo (what was left of a block at its expiry), hold (credits coming back from a hold to a monthly period or promo block that has ended), and monthly or promo for refunded credits whose source has ended.");
+    describe_counter!(
+        CREDITS_REFUNDED_TOTAL,
+        "Credits refunded, by the bucket the refunded debit took them from."
+    );
+    describe_counter!(
+        MEMBER_CAP_REFUSALS_TOTAL,
+        "Debits and holds refused because they would take a member past its cap."
+    );
     describe_gauge!(
         CREDITS_OUTSTANDING,
         "Credits held by all accounts now, by bucket (monthly, free, packs, held)."
@@ -157,10 +167,15 @@ fn granted(bucket: &'static str, credits: u64) {
     }
 }
 
-fn expired(credits: u64) {
+fn expired(bucket: &'static str, credits: u64) {
     if credits > 0 {
-        metrics::counter!(CREDITS_EXPIRED_TOTAL, "bucket" => "monthly").increment(credits);
+        metrics::counter!(CREDITS_EXPIRED_TOTAL, "bucket" => bucket).increment(credits);
     }
+}
+
+/// A refusal of a debit or hold because of a member's cap.
+pub fn member_cap_refused() {
+    metrics::counter!(MEMBER_CAP_REFUSALS_TOTAL).increment(1);
 }
 
 /// Sets the gauges that describe the whole books: the credits outstanding in each bucket
@@ -198,7 +213,7 @@ pub fn record_event(ev: &Event, plan: &str) {
             allocation,
             ..
         } => {
-            expired(e.get());
+            expired("monthly", e.get());
             granted("monthly", allocation.get());
         }
         EventBody::PlanChanged { granted: g, .. } => granted("monthly", g.get()),
@@ -219,9 +234,22 @@ pub fn record_event(ev: &Event, plan: &str) {
             spent, expired: e, ..
         } => {
             metrics::counter!(CREDITS_DEBITED_TOTAL, "operation" => "hold_capture", "plan" => plan.to_string()).increment(spent.total().get());
-            expired(e.get());
+            expired("hold", e.get());
         }
-        EventBody::HoldReleased { expired: e, .. } => expired(e.get()),
+        EventBody::HoldReleased { expired: e, .. } => expired("hold", e.get()),
+        EventBody::Refunded { part, returned, .. } => {
+            for b in Bucket::ALL {
+                let c = part.buckets.get(b).get();
+                if c > 0 {
+                    metrics::counter!(CREDITS_REFUNDED_TOTAL, "bucket" => b.name()).increment(c);
+                }
+                expired(b.name(), c - returned.buckets.get(b).get());
+            }
+        }
+        EventBody::PromoExpired { expired: e, .. } => expired("promo", e.get()),
+        EventBody::AlertsSet { .. }
+        | EventBody::MemberSet { .. }
+        | EventBody::MemberRemoved { .. } => {}
     }
     for notice in ev.notices() {
         metrics::counter!(NOTICES_TOTAL, "type" => notice.type_name()).increment(1);
@@ -251,6 +279,15 @@ pub fn count_result(cmd: &Command, result: &'static str) {
         }
         Command::Grant { .. } => {
             metrics::counter!(MUTATIONS_TOTAL, "kind" => "grant", "result" => result).increment(1)
+        }
+        Command::Refund { .. } => {
+            metrics::counter!(MUTATIONS_TOTAL, "kind" => "refund", "result" => result).increment(1)
+        }
+        Command::SetAlerts { .. } => {
+            metrics::counter!(MUTATIONS_TOTAL, "kind" => "alerts", "result" => result).increment(1)
+        }
+        Command::SetMember { .. } | Command::RemoveMember { .. } => {
+            metrics::counter!(MUTATIONS_TOTAL, "kind" => "member", "result" => result).increment(1)
         }
     }
 }

@@ -5,27 +5,48 @@
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::domain::{Buckets, Credits, Notice};
+use crate::domain::{Bucket, Buckets, Credits, Notice, Taken};
 use crate::store::FeedEntry;
 
 /// One value per bucket, under the bucket names: the object every per-bucket figure
-/// (balances, `taken`, `returned`, a ledger entry's `change`) starts from.
-pub fn per_bucket<T: Serialize>(monthly: T, free: T, packs: T) -> Map<String, Value> {
-    let mut o = Map::new();
-    o.insert("monthly".into(), json!(monthly));
-    o.insert("free".into(), json!(free));
-    o.insert("packs".into(), json!(packs));
-    o
+/// (balances, a ledger entry's `change`) starts from.
+pub fn per_bucket<T: Serialize>(value: impl Fn(Bucket) -> T) -> Map<String, Value> {
+    Bucket::ALL
+        .into_iter()
+        .map(|b| (b.name().to_string(), json!(value(b))))
+        .collect()
 }
 
-/// The credits of each bucket: `{monthly, free, packs}`.
+/// The credits of each bucket: `{monthly, promo, free, packs}`.
 pub fn buckets(b: &Buckets) -> Value {
-    Value::Object(per_bucket(b.monthly.get(), b.free.get(), b.packs.get()))
+    Value::Object(per_bucket(|k| b.get(k).get()))
+}
+
+/// A promo block's id as the API names it (`g12`: the grant recorded at seq 12).
+pub fn grant_id(id: u64) -> String {
+    format!("g{id}")
+}
+
+/// Credits by source, as `taken`, `spent` and `returned` show them: `monthly`, `free`
+/// and `packs` always, and `promo:g12` for each promo block, so the values add up to the
+/// credits moved.
+pub fn taken(t: &Taken) -> Value {
+    let mut o = Map::new();
+    for b in [Bucket::Monthly, Bucket::Free, Bucket::Packs] {
+        o.insert(b.name().into(), json!(t.buckets.get(b).get()));
+    }
+    for p in &t.blocks {
+        o.insert(
+            format!("promo:{}", grant_id(p.grant_id)),
+            json!(p.credits.get()),
+        );
+    }
+    Value::Object(o)
 }
 
 /// The balances after an event: each bucket, `held` and `available`.
 pub fn balances(after: &Buckets, held: Credits) -> Value {
-    let mut o = per_bucket(after.monthly.get(), after.free.get(), after.packs.get());
+    let mut o = per_bucket(|k| after.get(k).get());
     o.insert("held".into(), json!(held.get()));
     o.insert("available".into(), json!(after.total().get()));
     Value::Object(o)
@@ -44,6 +65,9 @@ pub fn feed_entry(e: &FeedEntry) -> Value {
     match e.notice {
         Notice::Low { threshold } => v["threshold"] = json!(threshold),
         Notice::Exhausted => v["threshold"] = json!(0),
+        Notice::ForecastLow {
+            projected_exhaustion_at,
+        } => v["projected_exhaustion_at"] = json!(projected_exhaustion_at.to_rfc3339()),
         _ => {}
     }
     v

@@ -47,7 +47,7 @@ fn debits_take_monthly_then_free_then_packs_and_report_balances() {
     assert_eq!(v["taken"], json!({ "monthly": 50, "free": 50, "packs": 5 }));
     assert_eq!(
         v["balances"],
-        json!({ "monthly": 0, "free": 0, "packs": 245, "held": 0, "available": 245 })
+        json!({ "monthly": 0, "promo": 0, "free": 0, "packs": 245, "held": 0, "available": 245 })
     );
 }
 
@@ -185,7 +185,7 @@ fn period_rolls_over_at_the_boundary_even_when_idle() {
     let a = d.account("r");
     assert_eq!(
         a["balances"],
-        json!({ "monthly": 50, "free": 50, "packs": 0 })
+        json!({ "monthly": 50, "promo": 0, "free": 50, "packs": 0 })
     );
     assert_eq!(a["period_start"], json!(reset_at));
 }

@@ -19,9 +19,10 @@ fn history(id: &str) -> (Vec<Event>, Account) {
             quantity: 1,
             metadata: vec![],
             idempotency_key: format!("k{i}"),
+            member: None,
         };
         let body = acct.decide(&cmd, Ts(1000), &p).unwrap();
-        events.push(acct.record(body, Ts(1000), &p.thresholds));
+        events.push(acct.record(body, Ts(1000), &p));
     }
     (events, acct)
 }

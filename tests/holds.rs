@@ -22,7 +22,7 @@ fn partial_capture_spends_part_and_returns_the_rest() {
     assert_eq!(h["hold_id"], "h1");
     assert_eq!(
         h["balances"],
-        json!({ "monthly": 0, "free": 44, "packs": 0, "held": 56, "available": 44 })
+        json!({ "monthly": 0, "promo": 0, "free": 44, "packs": 0, "held": 56, "available": 44 })
     );
     let a = d.account("a");
     assert_eq!(a["held"], 56);
@@ -38,7 +38,7 @@ fn partial_capture_spends_part_and_returns_the_rest() {
     );
     assert_eq!(
         c["balances"],
-        json!({ "monthly": 30, "free": 50, "packs": 0, "held": 0, "available": 80 })
+        json!({ "monthly": 30, "promo": 0, "free": 50, "packs": 0, "held": 0, "available": 80 })
     );
     // A closed hold cannot be captured or released again; an unknown one is 404.
     let (s, v) = d.post("/v1/accounts/a/holds/h1/capture", json!({}));

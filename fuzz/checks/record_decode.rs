@@ -4,7 +4,7 @@
 //! Shared by the fuzz target and by `tests/fuzz_corpus.rs`, which replays the corpus.
 use creditsd::domain::{Account, Event};
 use creditsd::store::codec::{decode, display_key, encode, Record};
-use creditsd::store::records::{AccountRecordV1, EventRecordV2, FeedEntryRecordV1, IdemRecordV1};
+use creditsd::store::records::{AccountRecordV2, EventRecordV3, FeedEntryRecordV2, IdemRecordV1};
 use creditsd::store::{FeedEntry, IdemRecord, StorageError};
 
 /// `R` is a stored record type, `T` what it stores.
@@ -36,15 +36,15 @@ pub fn run(data: &[u8]) {
             data.get(1..).unwrap_or_default(),
         ),
     };
-    check::<EventRecordV2, Event>(&key, bytes);
-    check::<AccountRecordV1, Account>(&key, bytes);
+    check::<EventRecordV3, Event>(&key, bytes);
+    check::<AccountRecordV2, Account>(&key, bytes);
     check::<IdemRecordV1, IdemRecord>(&key, bytes);
-    check::<FeedEntryRecordV1, FeedEntry>(&key, bytes);
+    check::<FeedEntryRecordV2, FeedEntry>(&key, bytes);
     // The same bytes behind a valid checksum reach postcard itself.
     let mut framed = bytes.to_vec();
     framed.extend_from_slice(&crc32fast::hash(bytes).to_le_bytes());
-    check::<EventRecordV2, Event>(&key, &framed);
-    check::<AccountRecordV1, Account>(&key, &framed);
+    check::<EventRecordV3, Event>(&key, &framed);
+    check::<AccountRecordV2, Account>(&key, &framed);
     check::<IdemRecordV1, IdemRecord>(&key, &framed);
-    check::<FeedEntryRecordV1, FeedEntry>(&key, &framed);
+    check::<FeedEntryRecordV2, FeedEntry>(&key, &framed);
 }

@@ -3,7 +3,7 @@
 
 use creditsd::domain::{Account, Command, Pricing, Ts};
 use creditsd::store::codec::encode;
-use creditsd::store::records::{AccountRecordV1, EventRecordV2, IdemRecordV1};
+use creditsd::store::records::{AccountRecordV2, EventRecordV3, IdemRecordV1};
 use creditsd::store::IdemRecord;
 
 fn main() {
@@ -13,7 +13,7 @@ fn main() {
     let created = Account::create("acct", "growth", Ts(0), Ts(5), &p).unwrap();
     let mut acct = Account::empty("acct");
     acct.apply(&created);
-    let mut records = vec![("created", encode(&EventRecordV2::from(&created)))];
+    let mut records = vec![("created", encode(&EventRecordV3::from(&created)))];
     let cmds = [
         Command::Debit {
             operation: "sample_image".into(),
@@ -37,10 +37,10 @@ fn main() {
         let ev = acct.record(body, Ts(10 + i as i64), &p.thresholds);
         records.push((
             ["debit", "hold", "purchase"][i],
-            encode(&EventRecordV2::from(&ev)),
+            encode(&EventRecordV3::from(&ev)),
         ));
     }
-    records.push(("account", encode(&AccountRecordV1::from(&acct))));
+    records.push(("account", encode(&AccountRecordV2::from(&acct))));
     let idem = IdemRecord {
         fingerprint: [7; 16],
         seq: 2,

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use super::fingerprint::{fingerprint, key_of};
 use super::{ActorError, Outcome, Reply};
+use crate::domain::account::DebitRef;
 use crate::domain::{Account, Command, Event, Pricing, Refusal, Ts};
 use crate::metrics as m;
 use crate::store::recovery::{recover, Start, Visit};
@@ -325,7 +326,7 @@ impl<C: Client> AccountCore<C> {
         };
         let mut recorded = Vec::new();
         while let Some((at, body)) = acct.next_due(now, rules.pricing) {
-            recorded.push(Arc::make_mut(acct).record(body, at, &rules.pricing.thresholds));
+            recorded.push(Arc::make_mut(acct).record(body, at, rules.pricing));
         }
         if recorded.is_empty() {
             return Ok(());
@@ -528,7 +529,7 @@ impl<C: Client> AccountCore<C> {
     /// is short of credits and may wait.
     fn try_apply(
         &mut self,
-        request: Request<C>,
+        mut request: Request<C>,
         store: &dyn Store,
         rules: Rules<'_>,
         now: Ts,
@@ -564,16 +565,34 @@ impl<C: Client> AccountCore<C> {
                 return Ok(None);
             }
         }
+        if let Command::Refund {
+            debit_key, debit, ..
+        } = &mut request.cmd
+        {
+            match find_debit(store, &self.id, debit_key, rules, now)? {
+                Ok(found) => *debit = found.map(Box::new),
+                Err(e) => {
+                    out.push(Output::Answer {
+                        client: request.client,
+                        reply: Err(e),
+                    });
+                    return Ok(None);
+                }
+            }
+        }
         let body = match acct.decide(&request.cmd, now, rules.pricing) {
             Ok(body) => body,
             Err(Refusal::InsufficientCredits { .. }) if request.wait_ms > 0 && !request.dry_run => {
                 return Ok(Some(request));
             }
             Err(r) => {
-                let result = if matches!(r, Refusal::InsufficientCredits { .. }) {
-                    "insufficient"
-                } else {
-                    "invalid"
+                let result = match r {
+                    Refusal::InsufficientCredits { .. } => "insufficient",
+                    Refusal::MemberCapReached { .. } => {
+                        m::member_cap_refused();
+                        "member_cap"
+                    }
+                    _ => "invalid",
                 };
                 m::count_result(&request.cmd, result);
                 out.push(Output::Answer {
@@ -585,14 +604,14 @@ impl<C: Client> AccountCore<C> {
         };
         if request.dry_run {
             let mut preview = (**acct).clone();
-            let event = preview.record(body, now, &rules.pricing.thresholds);
+            let event = preview.record(body, now, rules.pricing);
             out.push(Output::Answer {
                 client: request.client,
                 reply: Ok(Outcome::DryRun { event }),
             });
             return Ok(None);
         }
-        let event = Arc::make_mut(acct).record(body, now, &rules.pricing.thresholds);
+        let event = Arc::make_mut(acct).record(body, now, rules.pricing);
         m::record_event(&event, &acct.plan);
         m::count_result(&request.cmd, "ok");
         let idem: Vec<(&str, IdemRecord)> = key
@@ -616,6 +635,31 @@ impl<C: Client> AccountCore<C> {
             }),
         });
         Ok(None)
+    }
+}
+
+/// The debit recorded under `key` while the key is remembered (`idempotency_ttl`), for a
+/// refund: `Ok(None)` when there is none (or the key names another kind of request).
+fn find_debit(
+    store: &dyn Store,
+    id: &str,
+    key: &str,
+    rules: Rules<'_>,
+    now: Ts,
+) -> Result<Result<Option<DebitRef>, ActorError>, Fatal> {
+    let read = |e: StorageError| match e {
+        StorageError::Corrupt { .. } => Ok(Err(ActorError::Corrupt(e.to_string()))),
+        e => Err(Fatal(format!("reading account {id}: {e}"))),
+    };
+    let rec = match store.idempotency(id, key) {
+        Ok(Some(rec)) if rec.at.millis() + rules.idempotency_ttl_ms > now.millis() => rec,
+        Ok(_) => return Ok(Ok(None)),
+        Err(e) => return read(e),
+    };
+    match store.event(id, rec.seq) {
+        Ok(Some(event)) => Ok(Ok(DebitRef::from_event(&event))),
+        Ok(None) => Ok(Ok(None)),
+        Err(e) => read(e),
     }
 }
 

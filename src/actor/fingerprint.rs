@@ -4,11 +4,20 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::domain::Command;
+use crate::domain::{Command, ForecastSetting};
 
 fn field(h: &mut Sha256, bytes: &[u8]) {
     h.update((bytes.len() as u64).to_le_bytes());
     h.update(bytes);
+}
+
+/// A field that may be absent: nothing at all when it is, so a request of the first
+/// edition (no member, no expiry) keeps the fingerprint its key was bound to.
+fn optional(h: &mut Sha256, name: &[u8], value: Option<&[u8]>) {
+    if let Some(v) = value {
+        field(h, name);
+        field(h, v);
+    }
 }
 
 pub fn fingerprint(cmd: &Command) -> [u8; 16] {
@@ -18,6 +27,7 @@ pub fn fingerprint(cmd: &Command) -> [u8; 16] {
             operation,
             quantity,
             metadata,
+            member,
             ..
         } => {
             field(&mut h, b"debit");
@@ -27,17 +37,20 @@ pub fn fingerprint(cmd: &Command) -> [u8; 16] {
                 field(&mut h, k.as_bytes());
                 field(&mut h, v.as_bytes());
             }
+            optional(&mut h, b"member", member.as_deref().map(str::as_bytes));
         }
         Command::PlaceHold {
             operation,
             quantity,
             ttl_ms,
+            member,
             ..
         } => {
             field(&mut h, b"hold");
             field(&mut h, operation.as_bytes());
             field(&mut h, &quantity.to_le_bytes());
             field(&mut h, &ttl_ms.to_le_bytes());
+            optional(&mut h, b"member", member.as_deref().map(str::as_bytes));
         }
         Command::Capture {
             hold_id, credits, ..
@@ -63,12 +76,54 @@ pub fn fingerprint(cmd: &Command) -> [u8; 16] {
             bucket,
             credits,
             reason,
+            expires_at,
             ..
         } => {
             field(&mut h, b"grant");
             field(&mut h, bucket.name().as_bytes());
             field(&mut h, &credits.get().to_le_bytes());
             field(&mut h, reason.as_bytes());
+            let at = expires_at.map(|t| t.millis().to_le_bytes());
+            optional(&mut h, b"expires_at", at.as_ref().map(|b| &b[..]));
+        }
+        Command::Refund {
+            debit_key,
+            credits,
+            reason,
+            ..
+        } => {
+            field(&mut h, b"refund");
+            field(&mut h, debit_key.as_bytes());
+            let c = credits.map(|c| c.get().to_le_bytes());
+            optional(&mut h, b"credits", c.as_ref().map(|b| &b[..]));
+            field(&mut h, reason.as_bytes());
+        }
+        Command::SetAlerts {
+            thresholds,
+            forecast,
+            ..
+        } => {
+            field(&mut h, b"alerts");
+            optional(&mut h, b"thresholds", thresholds.as_deref());
+            let f = match forecast {
+                ForecastSetting::Config => [0, 0, 0, 0, 0],
+                ForecastSetting::Off => [1, 0, 0, 0, 0],
+                ForecastSetting::Hours(n) => {
+                    let b = n.to_le_bytes();
+                    [2, b[0], b[1], b[2], b[3]]
+                }
+            };
+            field(&mut h, &f);
+        }
+        Command::SetMember { member, cap, .. } => {
+            field(&mut h, b"member");
+            field(&mut h, member.as_bytes());
+            let c = cap.map(|c| c.get().to_le_bytes());
+            optional(&mut h, b"cap", c.as_ref().map(|b| &b[..]));
+        }
+        Command::RemoveMember { member, .. } => {
+            field(&mut h, b"member_removed");
+            field(&mut h, member.as_bytes());
         }
     }
     h.finalize()[..16].try_into().expect("16 bytes")
@@ -87,6 +142,18 @@ pub fn key_of(cmd: &Command) -> Option<&str> {
             idempotency_key, ..
         }
         | Command::Grant {
+            idempotency_key, ..
+        }
+        | Command::Refund {
+            idempotency_key, ..
+        }
+        | Command::SetAlerts {
+            idempotency_key, ..
+        }
+        | Command::SetMember {
+            idempotency_key, ..
+        }
+        | Command::RemoveMember {
             idempotency_key, ..
         } => Some(idempotency_key),
         Command::Capture {

@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 
 use super::alerts::{self, AlertChange};
-use super::credits::{Bucket, Buckets, Credits};
-use super::event::{Event, EventBody, ReleaseReason};
+use super::credits::{BlockPart, Bucket, Buckets, Credits, Taken};
+use super::event::{Event, EventBody, ForecastSetting, ReleaseReason};
 use super::pricing::{Pricing, FREE_PLAN};
 use super::time::{add_months, period_index, Ts};
-use super::usage::Usage;
+use super::usage::{Usage, DAY_MS};
 
 /// Credits reserved by an open hold, and where they came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,20 +18,88 @@ pub struct Hold {
     pub operation: String,
     pub quantity: u32,
     pub credits: Credits,
-    pub taken: Buckets,
+    pub taken: Taken,
     /// The period whose monthly credits it holds: if that period has ended when they come
-    /// back, they expire instead.
+    /// back, they expire instead (as do credits of a promo block that has expired).
     pub period: i64,
     pub placed_at: Ts,
     pub expires_at: Ts,
+    /// The member it was placed for: its use counts the hold until it is closed.
+    pub member: Option<String>,
 }
 
-/// Lifetime totals, for `granted = debited + expired + held + available`.
+/// An open promo block: what is left of one promo grant. Blocks with nothing left are
+/// dropped (a refund or a released hold may bring one back until it expires).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PromoBlock {
+    pub grant_id: u64,
+    pub credits: Credits,
+    pub expires_at: Ts,
+}
+
+/// A member of the account's pool: a character, brand or seat with its own cap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Member {
+    /// Credits per billing period, or no cap.
+    pub cap: Option<Credits>,
+    /// Credits debited or held for it this period, net of refunds and releases.
+    pub used: Credits,
+}
+
+/// The account's own alert settings (`None` and `Config`: the config's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlertSettings {
+    pub thresholds: Option<Vec<u8>>,
+    pub forecast: ForecastSetting,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        AlertSettings {
+            thresholds: None,
+            forecast: ForecastSetting::Config,
+        }
+    }
+}
+
+/// Lifetime totals, for `granted = debited − refunded + expired + held + available`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
     pub granted: Credits,
     pub debited: Credits,
     pub expired: Credits,
+    pub refunded: Credits,
+}
+
+/// A debit a refund names, as the log recorded it (the core finds it by its key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DebitRef {
+    pub seq: u64,
+    pub at: Ts,
+    pub operation: String,
+    pub taken: Taken,
+    pub member: Option<String>,
+}
+
+impl DebitRef {
+    /// The debit an event records, if it is one.
+    pub fn from_event(ev: &Event) -> Option<DebitRef> {
+        match &ev.body {
+            EventBody::Debited {
+                operation,
+                taken,
+                member,
+                ..
+            } => Some(DebitRef {
+                seq: ev.seq,
+                at: ev.at,
+                operation: operation.clone(),
+                taken: taken.clone(),
+                member: member.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// One account's whole state. Snapshots are this struct; so is the result of a replay.
@@ -56,6 +124,14 @@ pub struct Account {
     pub seq: u64,
     /// Consumption per day and operation, and per billing period (`usage.rs`).
     pub usage: Usage,
+    /// Open promo blocks by grant id; `balances.promo` is the sum of their credits.
+    pub promo: BTreeMap<u64, PromoBlock>,
+    pub members: BTreeMap<String, Member>,
+    pub alert_settings: AlertSettings,
+    /// `balance.forecast_low` fired this period and has not re-armed.
+    pub forecast_fired: bool,
+    /// Debits refunded (in part or whole), by seq: what was refunded, source by source.
+    pub refunds: BTreeMap<u64, Taken>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,12 +141,14 @@ pub enum Command {
         quantity: u32,
         metadata: Vec<(String, String)>,
         idempotency_key: String,
+        member: Option<String>,
     },
     PlaceHold {
         operation: String,
         quantity: u32,
         ttl_ms: i64,
         idempotency_key: String,
+        member: Option<String>,
     },
     /// Captures and releases may come without an idempotency key.
     Capture {
@@ -90,10 +168,36 @@ pub enum Command {
         pack: String,
         payment_ref: String,
     },
+    /// `expires_at` is required for `promo` and refused for the other buckets (the HTTP
+    /// layer checks both).
     Grant {
         bucket: Bucket,
         credits: Credits,
         reason: String,
+        idempotency_key: String,
+        expires_at: Option<Ts>,
+    },
+    /// `debit` is the debit found under `debit_key` (filled in by the account core before
+    /// `decide`; `None`: there is none). It is not part of the request's fingerprint.
+    Refund {
+        debit_key: String,
+        credits: Option<Credits>,
+        reason: String,
+        idempotency_key: String,
+        debit: Option<Box<DebitRef>>,
+    },
+    SetAlerts {
+        thresholds: Option<Vec<u8>>,
+        forecast: ForecastSetting,
+        idempotency_key: String,
+    },
+    SetMember {
+        member: String,
+        cap: Option<Credits>,
+        idempotency_key: String,
+    },
+    RemoveMember {
+        member: String,
         idempotency_key: String,
     },
 }
@@ -122,6 +226,27 @@ pub enum Refusal {
     TooManyHolds {
         max: usize,
     },
+    TooManyBlocks {
+        max: usize,
+    },
+    TooManyMembers {
+        max: usize,
+    },
+    /// A promo grant's `expires_at` is not in the future.
+    ExpiryNotInFuture,
+    /// A promo grant without `expires_at`, or another bucket's grant with one.
+    ExpiryMismatch(Bucket),
+    DebitNotFound(String),
+    RefundExceedsDebit {
+        refundable: Credits,
+        requested: Credits,
+    },
+    MemberNotFound(String),
+    MemberCapReached {
+        cap: Credits,
+        used: Credits,
+        required: Credits,
+    },
 }
 
 impl Account {
@@ -148,7 +273,7 @@ impl Account {
             .checked_add(pricing.free_tier)
             .ok_or(Refusal::Overflow { field: "plan" })?;
         let mut acct = Account::empty(id);
-        Ok(acct.record(body, now, &pricing.thresholds))
+        Ok(acct.record(body, now, pricing))
     }
 
     /// The state before the first event: what replay starts from.
@@ -168,7 +293,56 @@ impl Account {
             alerts_fired: 0,
             seq: 0,
             usage: Usage::default(),
+            promo: BTreeMap::new(),
+            members: BTreeMap::new(),
+            alert_settings: AlertSettings::default(),
+            forecast_fired: false,
+            refunds: BTreeMap::new(),
         }
+    }
+
+    /// The thresholds in force: the account's own, or the config's.
+    pub fn thresholds<'a>(&'a self, pricing: &'a Pricing) -> &'a [u8] {
+        self.alert_settings
+            .thresholds
+            .as_deref()
+            .unwrap_or(&pricing.thresholds)
+    }
+
+    /// The forecast alert's horizon in force, in hours (`None`: off).
+    pub fn forecast_hours(&self, pricing: &Pricing) -> Option<u32> {
+        match self.alert_settings.forecast {
+            ForecastSetting::Config => pricing.forecast_hours,
+            ForecastSetting::Off => None,
+            ForecastSetting::Hours(h) => Some(h),
+        }
+    }
+
+    /// The spendable credits, source by source (the promo blocks one by one).
+    fn spendable(&self) -> Taken {
+        Taken {
+            buckets: self.balances,
+            blocks: self
+                .promo
+                .values()
+                .map(|b| BlockPart {
+                    grant_id: b.grant_id,
+                    expires_at: b.expires_at,
+                    credits: b.credits,
+                })
+                .collect(),
+        }
+    }
+
+    /// The projected exhaustion instant at the last 24 hours' burn rate (`None`: no burn).
+    pub fn projected_exhaustion_24h(&self, now: Ts) -> Option<Ts> {
+        let burned = self.usage.last_24h(now);
+        if burned.is_zero() {
+            return None;
+        }
+        let ms = self.available().get() as u128 * DAY_MS as u128 / burned.get() as u128;
+        let at = (now.millis() as i128).checked_add(i128::try_from(ms).ok()?)?;
+        (at <= super::time::TS_MAX.millis() as i128).then_some(Ts(at as i64))
     }
 
     pub fn available(&self) -> Credits {
@@ -190,37 +364,94 @@ impl Account {
         self.available().is_zero()
     }
 
-    /// `granted = debited + expired + held + available`, or a description of the mismatch.
+    /// `granted = debited − refunded + expired + held + available`, and `balances.promo`
+    /// is the sum of the open blocks, each holding credits; or a description of the
+    /// mismatch.
     pub fn check_books(&self) -> Result<(), String> {
         let t = self.totals;
-        let rhs = t.debited.get() as u128
-            + t.expired.get() as u128
-            + self.held().get() as u128
-            + self.available().get() as u128;
-        if t.granted.get() as u128 == rhs {
-            Ok(())
-        } else {
-            Err(format!(
-                "account {}: granted {} != debited {} + expired {} + held {} + available {}",
+        let rhs = t.debited.get() as i128 - t.refunded.get() as i128
+            + t.expired.get() as i128
+            + self.held().get() as i128
+            + self.available().get() as i128;
+        if t.granted.get() as i128 != rhs {
+            return Err(format!(
+                "account {}: granted {} != debited {} - refunded {} + expired {} + held {} + available {}",
                 self.id,
                 t.granted,
                 t.debited,
+                t.refunded,
                 t.expired,
                 self.held(),
                 self.available()
-            ))
+            ));
         }
+        let blocks = self
+            .promo
+            .values()
+            .fold(Credits::ZERO, |s, b| s.plus(b.credits));
+        if blocks != self.balances.promo || self.promo.values().any(|b| b.credits.is_zero()) {
+            return Err(format!(
+                "account {}: promo {} != the sum of its blocks {} (or a block is empty)",
+                self.id, self.balances.promo, blocks
+            ));
+        }
+        Ok(())
     }
 
     /// The next time-driven event due at or before `now`, if any: a period rolling over
-    /// (recorded at its boundary instant) or a hold running out, whichever comes first.
+    /// (recorded at its boundary instant), a promo block or a hold running out, whichever
+    /// comes first (at the same instant: the reset, then blocks, then holds).
     pub fn next_due(&self, now: Ts, pricing: &Pricing) -> Option<(Ts, EventBody)> {
         let reset_at = self.next_reset_at();
-        let expiry = self.holds.values().min_by_key(|h| (h.expires_at, h.id));
-        match expiry {
-            Some(h) if h.expires_at <= now && h.expires_at < reset_at => {
-                let (returned, expired) = self.give_back(h, h.taken);
-                Some((
+        let hold = self.holds.values().min_by_key(|h| (h.expires_at, h.id));
+        let block = self
+            .promo
+            .values()
+            .min_by_key(|b| (b.expires_at, b.grant_id));
+        let mut due: Vec<(Ts, u8)> = vec![(reset_at, 0)];
+        if let Some(b) = block {
+            due.push((b.expires_at, 1));
+        }
+        if let Some(h) = hold {
+            due.push((h.expires_at, 2));
+        }
+        let (at, which) = due.into_iter().min()?;
+        if at > now {
+            return None;
+        }
+        Some(match which {
+            0 => {
+                let plan = self
+                    .pending_plan
+                    .clone()
+                    .unwrap_or_else(|| self.plan.clone());
+                // A plan removed from the config after it was chosen keeps nothing: it
+                // allocates 0 rather than refusing to roll the period over.
+                let allocation = pricing.allocation(&plan).unwrap_or(Credits::ZERO);
+                (
+                    reset_at,
+                    EventBody::PeriodReset {
+                        period: self.period + 1,
+                        expired: self.balances.monthly,
+                        plan,
+                        allocation,
+                    },
+                )
+            }
+            1 => {
+                let b = block.expect("a block is due");
+                (
+                    b.expires_at,
+                    EventBody::PromoExpired {
+                        grant_id: b.grant_id,
+                        expired: b.credits,
+                    },
+                )
+            }
+            _ => {
+                let h = hold.expect("a hold is due");
+                let (returned, expired) = self.give_back(&h.taken, h.period, h.expires_at);
+                (
                     h.expires_at,
                     EventBody::HoldReleased {
                         hold_id: h.id,
@@ -229,54 +460,45 @@ impl Account {
                         reason: ReleaseReason::Expired,
                         idempotency_key: None,
                     },
-                ))
+                )
             }
-            _ if reset_at <= now => {
-                let plan = self
-                    .pending_plan
-                    .clone()
-                    .unwrap_or_else(|| self.plan.clone());
-                // A plan removed from the config after it was chosen keeps nothing: it
-                // allocates 0 rather than refusing to roll the period over.
-                let allocation = pricing.allocation(&plan).unwrap_or(Credits::ZERO);
-                Some((
-                    reset_at,
-                    EventBody::PeriodReset {
-                        period: self.period + 1,
-                        expired: self.balances.monthly,
-                        plan,
-                        allocation,
-                    },
-                ))
-            }
-            _ => None,
-        }
+        })
     }
 
     /// The earliest instant at which `next_due` will have something, for the actor's timer.
     pub fn next_wakeup(&self) -> Ts {
         let reset_at = self.next_reset_at();
-        self.holds
-            .values()
-            .map(|h| h.expires_at)
-            .min()
-            .map_or(reset_at, |e| e.min(reset_at))
+        let holds = self.holds.values().map(|h| h.expires_at);
+        let blocks = self.promo.values().map(|b| b.expires_at);
+        holds.chain(blocks).fold(reset_at, Ts::min)
     }
 
-    /// What returning `part` of a hold gives back to the buckets, and what expires: its
-    /// monthly credits expire if their period has ended.
-    fn give_back(&self, hold: &Hold, part: Buckets) -> (Buckets, Credits) {
-        if hold.period == self.period {
-            (part, Credits::ZERO)
+    /// What giving back `part` (credits taken in period `period`) at `at` returns to the
+    /// sources, and what expires: monthly credits of an ended period, and credits of a
+    /// promo block that has expired by `at`.
+    fn give_back(&self, part: &Taken, period: i64, at: Ts) -> (Taken, Credits) {
+        let mut returned = Taken::default();
+        let mut expired = Credits::ZERO;
+        if period == self.period {
+            returned.add_bucket(Bucket::Monthly, part.buckets.monthly);
         } else {
-            (
-                Buckets {
-                    monthly: Credits::ZERO,
-                    ..part
-                },
-                part.monthly,
-            )
+            expired = expired.plus(part.buckets.monthly);
         }
+        returned.add_bucket(Bucket::Free, part.buckets.free);
+        returned.add_bucket(Bucket::Packs, part.buckets.packs);
+        for b in &part.blocks {
+            if at < b.expires_at {
+                returned.add_block(*b);
+            } else {
+                expired = expired.plus(b.credits);
+            }
+        }
+        (returned, expired)
+    }
+
+    /// The end of period `period` (when its monthly credits expire).
+    fn period_end(&self, period: i64) -> Ts {
+        add_months(self.anchor, period + 1)
     }
 
     /// All the rules. The account must be current (no `next_due` left at `now`).
@@ -287,8 +509,10 @@ impl Account {
                 quantity,
                 metadata,
                 idempotency_key,
+                member,
             } => {
                 let credits = self.cost(pricing, operation, *quantity)?;
+                self.member_may_use(member.as_deref(), credits)?;
                 let taken = self.take(credits)?;
                 Ok(EventBody::Debited {
                     operation: operation.clone(),
@@ -297,6 +521,7 @@ impl Account {
                     taken,
                     idempotency_key: idempotency_key.clone(),
                     metadata: metadata.clone(),
+                    member: member.clone(),
                 })
             }
             Command::PlaceHold {
@@ -304,6 +529,7 @@ impl Account {
                 quantity,
                 ttl_ms,
                 idempotency_key,
+                member,
             } => {
                 let credits = self.cost(pricing, operation, *quantity)?;
                 if self.holds.len() >= pricing.holds_open_max {
@@ -311,6 +537,7 @@ impl Account {
                         max: pricing.holds_open_max,
                     });
                 }
+                self.member_may_use(member.as_deref(), credits)?;
                 let taken = self.take(credits)?;
                 Ok(EventBody::HoldPlaced {
                     hold_id: self.next_hold_id,
@@ -320,6 +547,7 @@ impl Account {
                     taken,
                     expires_at: now.plus_millis(*ttl_ms),
                     idempotency_key: idempotency_key.clone(),
+                    member: member.clone(),
                 })
             }
             Command::Capture {
@@ -335,10 +563,12 @@ impl Account {
                         requested: amount,
                     });
                 }
-                let spent = hold.taken.plan_take(amount).expect("amount <= hold total");
-                let mut rest = hold.taken;
-                rest.sub(&spent);
-                let (returned, expired) = self.give_back(hold, rest);
+                let spent = hold
+                    .taken
+                    .take(amount, self.period_end(hold.period))
+                    .expect("amount <= hold total");
+                let rest = hold.taken.minus(&spent);
+                let (returned, expired) = self.give_back(&rest, hold.period, now);
                 Ok(EventBody::HoldCaptured {
                     hold_id: *hold_id,
                     operation: hold.operation.clone(),
@@ -354,7 +584,7 @@ impl Account {
                 idempotency_key,
             } => {
                 let hold = self.open_hold(*hold_id)?;
-                let (returned, expired) = self.give_back(hold, hold.taken);
+                let (returned, expired) = self.give_back(&hold.taken, hold.period, now);
                 Ok(EventBody::HoldReleased {
                     hold_id: *hold_id,
                     returned,
@@ -411,15 +641,138 @@ impl Account {
                 credits,
                 reason,
                 idempotency_key,
+                expires_at,
             } => {
+                if (*bucket == Bucket::Promo) != expires_at.is_some() {
+                    return Err(Refusal::ExpiryMismatch(*bucket));
+                }
+                if let Some(at) = expires_at {
+                    if *at <= now {
+                        return Err(Refusal::ExpiryNotInFuture);
+                    }
+                    if self.promo.len() >= pricing.promo_blocks_max {
+                        return Err(Refusal::TooManyBlocks {
+                            max: pricing.promo_blocks_max,
+                        });
+                    }
+                }
                 self.may_add(*credits, "credits", pricing)?;
                 Ok(EventBody::Granted {
                     bucket: *bucket,
                     credits: *credits,
                     reason: reason.clone(),
                     idempotency_key: idempotency_key.clone(),
+                    expires_at: *expires_at,
                 })
             }
+            Command::Refund {
+                debit_key,
+                credits,
+                reason,
+                idempotency_key,
+                debit,
+            } => {
+                let debit = debit
+                    .as_deref()
+                    .ok_or_else(|| Refusal::DebitNotFound(debit_key.clone()))?;
+                let refundable = match self.refunds.get(&debit.seq) {
+                    Some(done) => debit.taken.minus(done),
+                    None => debit.taken.clone(),
+                };
+                let amount = credits.unwrap_or(refundable.total());
+                let debit_period = period_index(self.anchor, debit.at);
+                let part = refundable
+                    .take_last(amount, self.period_end(debit_period))
+                    .filter(|p| !p.is_zero())
+                    .ok_or(Refusal::RefundExceedsDebit {
+                        refundable: refundable.total(),
+                        requested: amount,
+                    })?;
+                let (returned, _) = self.give_back(&part, debit_period, now);
+                self.may_add(returned.total(), "credits", pricing)?;
+                let member_returned = match &debit.member {
+                    Some(m) if debit_period == self.period => self
+                        .members
+                        .get(m)
+                        .map_or(Credits::ZERO, |mm| mm.used.min(amount)),
+                    _ => Credits::ZERO,
+                };
+                Ok(EventBody::Refunded {
+                    debit_key: debit_key.clone(),
+                    debit_seq: debit.seq,
+                    debit_at: debit.at,
+                    operation: debit.operation.clone(),
+                    part,
+                    returned,
+                    reason: reason.clone(),
+                    idempotency_key: idempotency_key.clone(),
+                    member: debit.member.clone(),
+                    member_returned,
+                })
+            }
+            Command::SetAlerts {
+                thresholds,
+                forecast,
+                idempotency_key,
+            } => Ok(EventBody::AlertsSet {
+                thresholds: thresholds.clone(),
+                in_effect: thresholds
+                    .clone()
+                    .unwrap_or_else(|| pricing.thresholds.clone()),
+                forecast: *forecast,
+                idempotency_key: idempotency_key.clone(),
+            }),
+            Command::SetMember {
+                member,
+                cap,
+                idempotency_key,
+            } => {
+                let created = !self.members.contains_key(member);
+                if created && self.members.len() >= pricing.members_max {
+                    return Err(Refusal::TooManyMembers {
+                        max: pricing.members_max,
+                    });
+                }
+                Ok(EventBody::MemberSet {
+                    member: member.clone(),
+                    cap: *cap,
+                    created,
+                    idempotency_key: idempotency_key.clone(),
+                })
+            }
+            Command::RemoveMember {
+                member,
+                idempotency_key,
+            } => {
+                if !self.members.contains_key(member) {
+                    return Err(Refusal::MemberNotFound(member.clone()));
+                }
+                Ok(EventBody::MemberRemoved {
+                    member: member.clone(),
+                    idempotency_key: idempotency_key.clone(),
+                })
+            }
+        }
+    }
+
+    /// A debit or hold of `credits` for `member`: it must exist and stay within its cap.
+    fn member_may_use(&self, member: Option<&str>, credits: Credits) -> Result<(), Refusal> {
+        let Some(name) = member else {
+            return Ok(());
+        };
+        let m = self
+            .members
+            .get(name)
+            .ok_or_else(|| Refusal::MemberNotFound(name.to_string()))?;
+        match m.cap {
+            Some(cap) if m.used.checked_add(credits).map_or(true, |u| u > cap) => {
+                Err(Refusal::MemberCapReached {
+                    cap,
+                    used: m.used,
+                    required: credits,
+                })
+            }
+            _ => Ok(()),
         }
     }
 
@@ -460,9 +813,9 @@ impl Account {
             .ok_or(Refusal::Overflow { field: "quantity" })
     }
 
-    fn take(&self, credits: Credits) -> Result<Buckets, Refusal> {
-        self.balances
-            .plan_take(credits)
+    fn take(&self, credits: Credits) -> Result<Taken, Refusal> {
+        self.spendable()
+            .take(credits, self.next_reset_at())
             .ok_or(Refusal::InsufficientCredits {
                 required: credits,
                 available: self.available(),
@@ -480,16 +833,18 @@ impl Account {
     }
 
     /// Turns a decided body into the next event and applies it: computes the balances
-    /// after and the alerts crossed, so the event is self-describing for ledger and feed.
-    pub fn record(&mut self, body: EventBody, at: Ts, thresholds: &[u8]) -> Event {
+    /// after and the alerts crossed (with the account's thresholds, or the config's), so
+    /// the event is self-describing for ledger and feed.
+    pub fn record(&mut self, body: EventBody, at: Ts, pricing: &Pricing) -> Event {
         self.apply_body(&body, at);
-        let alerts = alerts::evaluate(
+        let mut alerts = alerts::evaluate(
             self.alerts_fired,
             self.available(),
             self.period_budget,
-            thresholds,
+            self.thresholds(pricing),
             body.adds_credits(),
         );
+        self.forecast_alert(&body, at, pricing, &mut alerts);
         self.apply_alerts(alerts);
         self.seq += 1;
         Event {
@@ -499,6 +854,30 @@ impl Account {
             after: self.balances,
             held_after: self.held(),
             alerts,
+        }
+    }
+
+    /// `balance.forecast_low`: after a debit, when the projection at the last 24 hours'
+    /// burn rate falls within the horizon and before the next reset, once per period;
+    /// re-armed when the projection moves past twice the horizon (a reset re-arms it too,
+    /// in `apply_body`).
+    fn forecast_alert(&self, body: &EventBody, at: Ts, pricing: &Pricing, out: &mut AlertChange) {
+        let Some(hours) = self.forecast_hours(pricing) else {
+            return;
+        };
+        let horizon = hours as i64 * 3_600_000;
+        let projected = self.projected_exhaustion_24h(at);
+        if self.forecast_fired {
+            if projected.map_or(true, |p| p > at.plus_millis(2 * horizon)) {
+                out.forecast_rearmed = true;
+            }
+        } else if let (EventBody::Debited { .. }, Some(p)) = (body, projected) {
+            if !self.available().is_zero()
+                && p <= at.plus_millis(horizon)
+                && p < self.next_reset_at()
+            {
+                out.forecast_fired = Some(p);
+            }
         }
     }
 
@@ -523,11 +902,52 @@ impl Account {
 
     fn apply_alerts(&mut self, change: AlertChange) {
         self.alerts_fired = (self.alerts_fired | change.fired) & !change.rearmed;
+        if change.forecast_fired.is_some() {
+            self.forecast_fired = true;
+        }
+        if change.forecast_rearmed {
+            self.forecast_fired = false;
+        }
     }
 
     fn add_granted(&mut self, credits: Credits) {
         self.totals.granted = self.totals.granted.plus(credits);
         self.period_budget = self.period_budget.plus(credits);
+    }
+
+    /// Takes `t` out of the spendable sources (a block left empty is dropped).
+    fn remove(&mut self, t: &Taken) {
+        self.balances.sub(&t.buckets);
+        for p in &t.blocks {
+            let b = self
+                .promo
+                .get_mut(&p.grant_id)
+                .expect("invariant: credits are taken from an open block");
+            b.credits = b.credits.minus(p.credits);
+            if b.credits.is_zero() {
+                self.promo.remove(&p.grant_id);
+            }
+        }
+    }
+
+    /// Puts `t` back into its sources (a block emptied before its expiry opens again).
+    fn restore(&mut self, t: &Taken) {
+        self.balances.add(&t.buckets);
+        for p in &t.blocks {
+            let b = self.promo.entry(p.grant_id).or_insert(PromoBlock {
+                grant_id: p.grant_id,
+                credits: Credits::ZERO,
+                expires_at: p.expires_at,
+            });
+            b.credits = b.credits.plus(p.credits);
+        }
+    }
+
+    /// Gives `credits` of a member's use back (it may have gone, or its use reset).
+    fn member_gives_back(&mut self, member: Option<&str>, credits: Credits) {
+        if let Some(m) = member.and_then(|m| self.members.get_mut(m)) {
+            m.used = Credits(m.used.get().saturating_sub(credits.get()));
+        }
     }
 
     fn apply_body(&mut self, body: &EventBody, at: Ts) {
@@ -549,7 +969,7 @@ impl Account {
                 self.balances = Buckets {
                     monthly: *monthly,
                     free: *free,
-                    packs: Credits::ZERO,
+                    ..Buckets::default()
                 };
                 self.totals.granted = monthly.plus(*free);
                 self.period_budget = self.totals.granted;
@@ -559,6 +979,7 @@ impl Account {
                 quantity,
                 credits,
                 taken,
+                member,
                 ..
             } => {
                 assert_eq!(
@@ -566,9 +987,13 @@ impl Account {
                     *credits,
                     "invariant: a debit takes exactly its credits"
                 );
-                self.balances.sub(taken);
+                self.remove(taken);
                 self.totals.debited = self.totals.debited.plus(*credits);
-                self.usage.record(at, operation, *quantity as u64, *credits);
+                self.usage
+                    .record(at, operation, *quantity as u64, *credits, member.as_deref());
+                if let Some(m) = member.as_deref().and_then(|m| self.members.get_mut(m)) {
+                    m.used = m.used.plus(*credits);
+                }
             }
             EventBody::PeriodReset {
                 period,
@@ -593,6 +1018,10 @@ impl Account {
                 self.plan = plan.clone();
                 self.pending_plan = None;
                 self.period_budget = self.available();
+                self.forecast_fired = false;
+                for m in self.members.values_mut() {
+                    m.used = Credits::ZERO;
+                }
             }
             EventBody::PlanChanged {
                 to,
@@ -614,10 +1043,32 @@ impl Account {
                 self.add_granted(*credits);
             }
             EventBody::Granted {
-                bucket, credits, ..
+                bucket,
+                credits,
+                expires_at,
+                ..
             } => {
-                let v = self.balances.get(*bucket).plus(*credits);
-                *self.balances.get_mut(*bucket) = v;
+                match expires_at {
+                    Some(expires_at) => {
+                        assert_eq!(*bucket, Bucket::Promo, "invariant: only promo expires");
+                        // The block's id is this event's seq.
+                        let grant_id = self.seq + 1;
+                        self.promo.insert(
+                            grant_id,
+                            PromoBlock {
+                                grant_id,
+                                credits: *credits,
+                                expires_at: *expires_at,
+                            },
+                        );
+                        self.balances.promo = self.balances.promo.plus(*credits);
+                    }
+                    None => {
+                        assert!(*bucket != Bucket::Promo, "invariant: promo expires");
+                        let v = self.balances.get(*bucket).plus(*credits);
+                        *self.balances.get_mut(*bucket) = v;
+                    }
+                }
                 self.add_granted(*credits);
             }
             EventBody::HoldPlaced {
@@ -627,6 +1078,7 @@ impl Account {
                 credits,
                 taken,
                 expires_at,
+                member,
                 ..
             } => {
                 assert_eq!(
@@ -638,7 +1090,10 @@ impl Account {
                     *hold_id, self.next_hold_id,
                     "invariant: hold ids are sequential"
                 );
-                self.balances.sub(taken);
+                self.remove(taken);
+                if let Some(m) = member.as_deref().and_then(|m| self.members.get_mut(m)) {
+                    m.used = m.used.plus(*credits);
+                }
                 self.holds.insert(
                     *hold_id,
                     Hold {
@@ -646,10 +1101,11 @@ impl Account {
                         operation: operation.clone(),
                         quantity: *quantity,
                         credits: *credits,
-                        taken: *taken,
+                        taken: taken.clone(),
                         period: self.period,
                         placed_at: at,
                         expires_at: *expires_at,
+                        member: member.clone(),
                     },
                 );
                 self.next_hold_id += 1;
@@ -665,8 +1121,13 @@ impl Account {
                 // A capture is usage of the hold's operation, on the day it is captured;
                 // capturing nothing is no usage (it is a release).
                 if !spent.total().is_zero() {
-                    self.usage
-                        .record(at, &hold.operation, hold.quantity as u64, spent.total());
+                    self.usage.record(
+                        at,
+                        &hold.operation,
+                        hold.quantity as u64,
+                        spent.total(),
+                        hold.member.as_deref(),
+                    );
                 }
             }
             EventBody::HoldReleased {
@@ -677,16 +1138,76 @@ impl Account {
             } => {
                 self.close_hold(*hold_id, Credits::ZERO, returned, *expired);
             }
+            EventBody::Refunded {
+                debit_seq,
+                debit_at,
+                operation,
+                part,
+                returned,
+                member,
+                member_returned,
+                ..
+            } => {
+                let expired = part.total().minus(returned.total());
+                self.restore(returned);
+                self.totals.refunded = self.totals.refunded.plus(part.total());
+                self.totals.expired = self.totals.expired.plus(expired);
+                let same_period = period_index(self.anchor, *debit_at) == self.period;
+                self.usage.refund(
+                    *debit_at,
+                    operation,
+                    member.as_deref(),
+                    part.total(),
+                    same_period,
+                );
+                self.member_gives_back(member.as_deref(), *member_returned);
+                let done = self.refunds.entry(*debit_seq).or_default();
+                *done = done.plus(part);
+            }
+            EventBody::PromoExpired { grant_id, expired } => {
+                let b = self
+                    .promo
+                    .remove(grant_id)
+                    .expect("invariant: an expiring block is open");
+                assert_eq!(b.credits, *expired, "invariant: a block expires whole");
+                assert!(
+                    b.expires_at == at,
+                    "invariant: a block expires at its instant"
+                );
+                self.balances.promo = self.balances.promo.minus(*expired);
+                self.totals.expired = self.totals.expired.plus(*expired);
+            }
+            EventBody::AlertsSet {
+                thresholds,
+                in_effect,
+                forecast,
+                ..
+            } => {
+                self.alert_settings = AlertSettings {
+                    thresholds: thresholds.clone(),
+                    forecast: *forecast,
+                };
+                // Exhaustion (bit 0) is a state, kept whatever the thresholds.
+                let keep = in_effect.iter().fold(1u128, |m, t| m | (1u128 << t));
+                self.alerts_fired &= keep;
+            }
+            EventBody::MemberSet { member, cap, .. } => {
+                self.members.entry(member.clone()).or_default().cap = *cap;
+            }
+            EventBody::MemberRemoved { member, .. } => {
+                self.members.remove(member);
+            }
         }
     }
 
-    /// Closes an open hold: `spent` is debited, `returned` goes back to the buckets,
-    /// `expired` is gone; together they are exactly what the hold held.
+    /// Closes an open hold: `spent` is debited, `returned` goes back to the sources,
+    /// `expired` is gone; together they are exactly what the hold held. What was not spent
+    /// is given back to the member's use when the hold is of the current period.
     fn close_hold(
         &mut self,
         hold_id: u64,
         spent: Credits,
-        returned: &Buckets,
+        returned: &Taken,
         expired: Credits,
     ) -> Hold {
         let hold = self
@@ -699,8 +1220,11 @@ impl Account {
             "invariant: closing hold {hold_id} accounts for all it held"
         );
         self.totals.debited = self.totals.debited.plus(spent);
-        self.balances.add(returned);
+        self.restore(returned);
         self.totals.expired = self.totals.expired.plus(expired);
+        if hold.period == self.period {
+            self.member_gives_back(hold.member.as_deref(), hold.credits.minus(spent));
+        }
         hold
     }
 }

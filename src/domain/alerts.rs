@@ -8,6 +8,7 @@
 //! Threshold 0 is `balance.exhausted`; it re-arms by any rise above 0 (`balance.replenished`).
 
 use super::credits::Credits;
+use super::time::Ts;
 
 /// The fired/re-armed thresholds of one event, as bit sets over 0..=100. Stored in the
 /// event, so replay reproduces the alert state even if the configured thresholds change.
@@ -15,11 +16,19 @@ use super::credits::Credits;
 pub struct AlertChange {
     pub fired: u128,
     pub rearmed: u128,
+    /// `balance.forecast_low` fired, with the projected exhaustion instant.
+    pub forecast_fired: Option<Ts>,
+    /// The forecast alert re-armed (the projection moved past twice `forecast_hours`, or
+    /// a new period began).
+    pub forecast_rearmed: bool,
 }
 
 impl AlertChange {
     pub fn is_empty(&self) -> bool {
-        self.fired == 0 && self.rearmed == 0
+        self.fired == 0
+            && self.rearmed == 0
+            && self.forecast_fired.is_none()
+            && !self.forecast_rearmed
     }
     /// Fired thresholds, highest first.
     pub fn fired_thresholds(&self) -> Vec<u8> {

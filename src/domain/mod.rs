@@ -14,9 +14,9 @@ pub mod pricing;
 pub mod time;
 pub mod usage;
 
-pub use account::{Account, Command, Hold, Refusal};
+pub use account::{Account, Command, DebitRef, Hold, Member, PromoBlock, Refusal};
 pub use alerts::AlertChange;
-pub use credits::{Bucket, Buckets, Credits};
-pub use event::{Event, EventBody, Notice, ReleaseReason};
+pub use credits::{BlockPart, Bucket, Buckets, Credits, Taken};
+pub use event::{Event, EventBody, ForecastSetting, Notice, ReleaseReason};
 pub use pricing::{Pack, Pricing};
 pub use time::Ts;

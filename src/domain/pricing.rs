@@ -21,6 +21,13 @@ pub struct Pricing {
     /// Remaining-percent thresholds, each in 0..=100 (`balance.exhausted` is threshold 0).
     pub thresholds: Vec<u8>,
     pub holds_open_max: usize,
+    /// Open promo blocks an account may have (`promo_blocks_max`).
+    pub promo_blocks_max: usize,
+    /// Members an account may have (`members_max`).
+    pub members_max: usize,
+    /// `[alerts] forecast_hours`: the forecast alert's horizon for accounts that set none
+    /// (`None`: off).
+    pub forecast_hours: Option<u32>,
 }
 
 /// The plan an account falls back to on cancel.
@@ -68,6 +75,9 @@ impl Pricing {
             free_tier: Credits(50),
             thresholds: vec![25, 10, 0],
             holds_open_max: 1000,
+            promo_blocks_max: 100,
+            members_max: 1000,
+            forecast_hours: Some(24),
         }
     }
 
@@ -76,5 +86,12 @@ impl Pricing {
     }
     pub fn allocation(&self, plan: &str) -> Option<Credits> {
         self.plans.get(plan).copied()
+    }
+
+    /// What `available` buys: for each operation, `available / price` rounded down.
+    pub fn affordable(&self, available: Credits) -> impl Iterator<Item = (&str, u64)> + '_ {
+        self.operations
+            .iter()
+            .map(move |(op, price)| (op.as_str(), available.get() / price.get().max(1)))
     }
 }

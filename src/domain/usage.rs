@@ -44,12 +44,43 @@ pub struct Usage {
     /// Credits consumed in the last billing period that ended since the account was
     /// created; `None` until one has ended.
     pub last_period_credits: Option<Credits>,
+    /// Credits consumed per UTC hour (hours since the epoch), the last `HOURS_KEPT`
+    /// hours before the newest: the forecast alert's 24-hour burn rate.
+    pub hours: BTreeMap<i64, Credits>,
+    /// What members consumed: day → (member, operation) → usage, the same days as `days`.
+    /// Only consumption that named a member is here.
+    pub members: BTreeMap<i64, BTreeMap<(String, String), UsageCell>>,
 }
+
+pub const HOUR_MS: i64 = 3_600_000;
+/// Hours of consumption kept for the 24-hour burn rate (the current one and 24 before).
+pub const HOURS_KEPT: i64 = 25;
 
 impl Usage {
     /// Records consumption at `at`: a debit, or the spent part of a captured hold.
-    pub fn record(&mut self, at: Ts, operation: &str, count: u64, credits: Credits) {
+    pub fn record(
+        &mut self,
+        at: Ts,
+        operation: &str,
+        count: u64,
+        credits: Credits,
+        member: Option<&str>,
+    ) {
         self.period_credits = self.period_credits.plus(credits);
+        let hour = at.0.div_euclid(HOUR_MS);
+        let newest_hour = self.hours.keys().next_back().copied().unwrap_or(hour);
+        if hour > newest_hour - HOURS_KEPT {
+            let c = self.hours.entry(hour).or_default();
+            *c = c.plus(credits);
+            let floor = newest_hour.max(hour) - HOURS_KEPT;
+            while self
+                .hours
+                .first_key_value()
+                .is_some_and(|(h, _)| *h <= floor)
+            {
+                self.hours.pop_first();
+            }
+        }
         let day = at.day_index();
         let newest = self
             .days
@@ -69,9 +100,63 @@ impl Usage {
             .entry(operation.to_string())
             .or_default()
             .add(UsageCell { count, credits });
+        if let Some(m) = member {
+            self.members
+                .entry(day)
+                .or_default()
+                .entry((m.to_string(), operation.to_string()))
+                .or_default()
+                .add(UsageCell { count, credits });
+        }
         while self.days.first_key_value().is_some_and(|(d, _)| *d < floor) {
             self.days.pop_first();
         }
+        while self
+            .members
+            .first_key_value()
+            .is_some_and(|(d, _)| *d < floor)
+        {
+            self.members.pop_first();
+        }
+    }
+
+    /// A refund of `credits` of a debit made at `debit_at`: usage is counted net of
+    /// refunds, on the debit's day and hour where those are still kept, and in the
+    /// current period when the debit was in it. Counts (units) stay: the job was asked.
+    pub fn refund(
+        &mut self,
+        debit_at: Ts,
+        operation: &str,
+        member: Option<&str>,
+        credits: Credits,
+        same_period: bool,
+    ) {
+        let less = |c: &mut Credits| *c = Credits(c.get().saturating_sub(credits.get()));
+        if same_period {
+            less(&mut self.period_credits);
+        }
+        if let Some(c) = self.hours.get_mut(&debit_at.0.div_euclid(HOUR_MS)) {
+            less(c);
+        }
+        let day = debit_at.day_index();
+        if let Some(cell) = self.days.get_mut(&day).and_then(|d| d.get_mut(operation)) {
+            less(&mut cell.credits);
+        }
+        if let Some(m) = member {
+            let key = (m.to_string(), operation.to_string());
+            if let Some(cell) = self.members.get_mut(&day).and_then(|d| d.get_mut(&key)) {
+                less(&mut cell.credits);
+            }
+        }
+    }
+
+    /// Credits consumed in the 24 hours up to `now`, by whole UTC hours (the current one
+    /// and the 23 before it).
+    pub fn last_24h(&self, now: Ts) -> Credits {
+        let hour = now.0.div_euclid(HOUR_MS);
+        self.hours
+            .range(hour - 23..=hour)
+            .fold(Credits::ZERO, |s, (_, c)| s.plus(*c))
     }
 
     /// A billing period ended (one call per period, in order).
@@ -112,6 +197,20 @@ pub struct UsagePeriod {
     pub start: Ts,
     pub end: Ts,
     pub operations: BTreeMap<String, UsageCell>,
+    /// With `Slice::ByMember`: member → operation → usage (`operations` is then the
+    /// whole account's).
+    pub members: Option<BTreeMap<String, BTreeMap<String, UsageCell>>>,
+}
+
+/// Which consumption a report counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Slice {
+    /// The whole account's.
+    All,
+    /// One member's only.
+    Member(String),
+    /// The whole account's, and each member's apart.
+    ByMember,
 }
 
 impl UsagePeriod {
@@ -174,6 +273,7 @@ pub fn report(
     to: Ts,
     g: Granularity,
     periods_max: usize,
+    slice: &Slice,
 ) -> Result<Vec<UsagePeriod>, usize> {
     let mut out = Vec::new();
     let mut start = period_floor(from, g);
@@ -182,16 +282,41 @@ pub fn report(
             return Err(periods_max);
         }
         let end = period_next(start, g);
+        let (from_day, to_day) = (start.day_index(), end.day_index());
         let mut operations: BTreeMap<String, UsageCell> = BTreeMap::new();
-        for (_, ops) in usage.days_between(start.day_index(), end.day_index()) {
-            for (op, cell) in ops {
-                operations.entry(op.clone()).or_default().add(*cell);
+        let mut members: BTreeMap<String, BTreeMap<String, UsageCell>> = BTreeMap::new();
+        let member_days = usage.members.range(from_day..to_day.max(from_day));
+        match slice {
+            Slice::All | Slice::ByMember => {
+                for (_, ops) in usage.days_between(from_day, to_day) {
+                    for (op, cell) in ops {
+                        operations.entry(op.clone()).or_default().add(*cell);
+                    }
+                }
+                if *slice == Slice::ByMember {
+                    for ((m, op), cell) in member_days.flat_map(|(_, cells)| cells) {
+                        members
+                            .entry(m.clone())
+                            .or_default()
+                            .entry(op.clone())
+                            .or_default()
+                            .add(*cell);
+                    }
+                }
+            }
+            Slice::Member(name) => {
+                for ((m, op), cell) in member_days.flat_map(|(_, cells)| cells) {
+                    if m == name {
+                        operations.entry(op.clone()).or_default().add(*cell);
+                    }
+                }
             }
         }
         out.push(UsagePeriod {
             start,
             end,
             operations,
+            members: (*slice == Slice::ByMember).then_some(members),
         });
         start = end;
     }
@@ -298,15 +423,29 @@ mod tests {
             "face_generation",
             2,
             Credits(10),
+            None,
         );
-        u.record(ts("2027-02-01T01:00:00Z"), "face_generation", 1, Credits(5));
-        u.record(ts("2027-02-01T02:00:00Z"), "sample_image", 3, Credits(9));
+        u.record(
+            ts("2027-02-01T01:00:00Z"),
+            "face_generation",
+            1,
+            Credits(5),
+            Some("brand-a"),
+        );
+        u.record(
+            ts("2027-02-01T02:00:00Z"),
+            "sample_image",
+            3,
+            Credits(9),
+            None,
+        );
         let days = report(
             &u,
             ts("2027-01-31T12:00:00Z"),
             ts("2027-02-02T00:00:00Z"),
             Granularity::Day,
             10,
+            &Slice::All,
         )
         .unwrap();
         assert_eq!(days.len(), 2);
@@ -324,12 +463,31 @@ mod tests {
             ts("2027-03-01T00:00:00Z"),
             Granularity::Month,
             10,
+            &Slice::All,
         )
         .unwrap();
         assert_eq!(months.len(), 2);
         assert_eq!(months[1].operations["face_generation"].count, 1);
         assert_eq!(months[1].total().credits, Credits(14));
-        assert!(report(&u, Ts(0), ts("2027-01-01T00:00:00Z"), Granularity::Day, 100).is_err());
+        let (from, to) = (ts("2027-01-01T00:00:00Z"), ts("2027-03-01T00:00:00Z"));
+        let g = Granularity::Month;
+        let one = report(&u, from, to, g, 10, &Slice::Member("brand-a".into())).unwrap();
+        assert_eq!(one[0].total().credits, Credits(0));
+        assert_eq!(one[1].total().credits, Credits(5));
+        let by = report(&u, from, to, g, 10, &Slice::ByMember).unwrap();
+        assert_eq!(by[1].total().credits, Credits(14));
+        let members = by[1].members.as_ref().unwrap();
+        assert_eq!(members["brand-a"]["face_generation"].credits, Credits(5));
+        assert_eq!(members.len(), 1);
+        assert!(report(
+            &u,
+            Ts(0),
+            ts("2027-01-01T00:00:00Z"),
+            Granularity::Day,
+            100,
+            &Slice::All
+        )
+        .is_err());
     }
 
     #[test]
@@ -342,12 +500,13 @@ mod tests {
                 "caption_generation",
                 1,
                 Credits(1),
+                None,
             );
         }
         assert_eq!(u.days.len() as i64, USAGE_DAYS_KEPT);
         assert_eq!(*u.days.keys().next().unwrap(), t0.day_index() + 50);
         // A wall clock set back before the window records nothing in the rollups.
-        u.record(t0, "caption_generation", 1, Credits(1));
+        u.record(t0, "caption_generation", 1, Credits(1), None);
         assert_eq!(u.days.len() as i64, USAGE_DAYS_KEPT);
     }
 
@@ -360,18 +519,21 @@ mod tests {
             "face_generation",
             13,
             Credits(65),
+            None,
         );
         u.record(
             ts("2027-03-04T01:00:00Z"),
             "face_generation",
             13,
             Credits(65),
+            None,
         );
         u.record(
             ts("2027-03-03T23:00:00Z"),
             "face_generation",
             100,
             Credits(500),
+            None,
         ); // outside 7d
         let f = forecast(&u, now, Credits(130));
         // 7 days: from 2027-03-04T00:00Z to now, 6.5 days, 130 credits → 20 per day.
@@ -383,5 +545,46 @@ mod tests {
         assert_eq!(f.exhaustion_at, Some(ts("2027-03-17T00:00:00Z")));
         let idle = forecast(&Usage::default(), now, Credits(5));
         assert_eq!(idle.exhaustion_at, None);
+    }
+
+    #[test]
+    fn the_last_24_hours_and_refunds_net_out() {
+        let mut u = Usage::default();
+        let now = ts("2027-03-10T12:30:00Z");
+        u.record(
+            ts("2027-03-09T12:59:00Z"),
+            "sample_image",
+            1,
+            Credits(3),
+            None,
+        ); // 24 h ago
+        u.record(
+            ts("2027-03-09T13:00:00Z"),
+            "sample_image",
+            1,
+            Credits(3),
+            None,
+        );
+        u.record(now, "face_generation", 1, Credits(5), Some("m"));
+        assert_eq!(u.last_24h(now), Credits(8));
+        assert!(u.hours.len() as i64 <= HOURS_KEPT);
+        u.refund(now, "face_generation", Some("m"), Credits(2), true);
+        assert_eq!(u.last_24h(now), Credits(6));
+        assert_eq!(u.period_credits, Credits(9));
+        let day = now.day_index();
+        assert_eq!(u.days[&day]["face_generation"].credits, Credits(3));
+        assert_eq!(u.days[&day]["face_generation"].count, 1);
+        let key = ("m".to_string(), "face_generation".to_string());
+        assert_eq!(u.members[&day][&key].credits, Credits(3));
+        // An hour a day later keeps at most the window.
+        u.record(
+            now.plus_millis(DAY_MS),
+            "caption_generation",
+            1,
+            Credits(1),
+            None,
+        );
+        assert_eq!(u.last_24h(now.plus_millis(DAY_MS)), Credits(1));
+        assert!(u.hours.len() as i64 <= HOURS_KEPT);
     }
 }

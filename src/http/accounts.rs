@@ -41,15 +41,36 @@ pub async fn create(app: &App, pairs: &[(String, String)], body: &[u8]) -> Answe
         Outcome::Applied { .. } => get(app, &id, &[])
             .await
             .map(|(_, v)| (StatusCode::CREATED, v)),
-        other => answer(&id, other, StatusCode::CREATED),
+        other => answer(app, &id, other, StatusCode::CREATED),
     }
 }
 
+/// `GET /v1/accounts/{id}` (now, through its actor) and `?at=` (as it stood then, from
+/// its log).
 pub async fn get(app: &App, id: &str, pairs: &[(String, String)]) -> Answer {
-    only_params(pairs, &[])?;
+    only_params(pairs, &["at"])?;
     let id = dto::account_id(id, &app.config.limits)?;
+    let at = pairs
+        .iter()
+        .find(|(k, _)| k == "at")
+        .map(|(_, v)| dto::ts_param("at", v))
+        .transpose()?;
     let outcome = ask(app, &id, |reply| Msg::Get { reply }).await?;
-    answer(&id, outcome, StatusCode::OK)
+    let Some(at) = at else {
+        return answer(app, &id, outcome, StatusCode::OK);
+    };
+    let services = app.registry.services();
+    let now = services.clock.now();
+    if at > now {
+        return Err(ApiError::invalid(
+            "at",
+            format!("at must not be in the future (now is {})", now.to_rfc3339()),
+        ));
+    }
+    let acct = app.reads.account_at(&id, at, &services.pricing)?;
+    let mut v = dto::account_view(&acct, &services.pricing);
+    v["as_of"] = json!(at.to_rfc3339());
+    Ok((StatusCode::OK, v))
 }
 
 /// `GET /v1/accounts?limit=&after=`: account ids in byte order, cursor-paged (`next` is

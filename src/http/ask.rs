@@ -39,15 +39,18 @@ pub async fn view(app: &App, id: &str) -> Result<std::sync::Arc<Account>, ApiErr
 
 /// Renders an actor's outcome: `status` for an applied mutation, 200 for a dry run or a
 /// view.
-pub fn answer(id: &str, outcome: Outcome, status: StatusCode) -> Answer {
+pub fn answer(app: &App, id: &str, outcome: Outcome, status: StatusCode) -> Answer {
+    let pricing = &app.registry.services().pricing;
     match outcome {
-        Outcome::Applied { event, duplicate } => {
-            Ok((status, dto::event_answer(id, &event, duplicate, false)))
-        }
-        Outcome::DryRun { event } => {
-            Ok((StatusCode::OK, dto::event_answer(id, &event, false, true)))
-        }
-        Outcome::View(acct) => Ok((StatusCode::OK, dto::account_view(&acct))),
+        Outcome::Applied { event, duplicate } => Ok((
+            status,
+            dto::event_answer(id, &event, duplicate, false, pricing),
+        )),
+        Outcome::DryRun { event } => Ok((
+            StatusCode::OK,
+            dto::event_answer(id, &event, false, true, pricing),
+        )),
+        Outcome::View(acct) => Ok((StatusCode::OK, dto::account_view(&acct, pricing))),
     }
 }
 
@@ -69,5 +72,5 @@ pub async fn mutate(
         }))
     })
     .await?;
-    answer(id, outcome, status)
+    answer(app, id, outcome, status)
 }

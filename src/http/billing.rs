@@ -51,14 +51,44 @@ pub async fn grant(app: &App, id: &str, pairs: &[(String, String)], body: &[u8])
     only_params(pairs, &[])?;
     let id = dto::account_id(id, &app.config.limits)?;
     let obj = dto::parse_object(body)?;
-    dto::only(&obj, &["bucket", "credits", "reason", "idempotency_key"])?;
+    dto::only(
+        &obj,
+        &[
+            "bucket",
+            "credits",
+            "reason",
+            "idempotency_key",
+            "expires_at",
+        ],
+    )?;
     let bucket_name = dto::req_str(&obj, "bucket")?;
     let bucket = Bucket::parse(bucket_name).ok_or_else(|| {
         ApiError::invalid(
             "bucket",
-            format!("unknown bucket {bucket_name:?}; expected monthly, free or packs"),
+            format!("unknown bucket {bucket_name:?}; expected monthly, promo, free or packs"),
         )
     })?;
+    let expires_at = dto::opt_str(&obj, "expires_at")?
+        .map(|s| dto::ts_param("expires_at", s))
+        .transpose()?;
+    match (bucket, expires_at) {
+        (Bucket::Promo, None) => {
+            return Err(ApiError::invalid(
+                "expires_at",
+                "a promo grant needs expires_at (RFC 3339, in the future)",
+            ))
+        }
+        (b, Some(_)) if b != Bucket::Promo => {
+            return Err(ApiError::invalid(
+                "expires_at",
+                format!(
+                    "only promo credits expire; {} credits take no expires_at",
+                    b.name()
+                ),
+            ))
+        }
+        _ => {}
+    }
     let credits = dto::opt_u64(&obj, "credits", 1, Credits::MAX.get())?
         .ok_or_else(|| ApiError::invalid("credits", "credits is required"))?;
     let limits = &app.config.limits;
@@ -67,6 +97,7 @@ pub async fn grant(app: &App, id: &str, pairs: &[(String, String)], body: &[u8])
         credits: Credits(credits),
         reason: dto::req_bounded(&obj, "reason", limits.reason_bytes_max)?,
         idempotency_key: dto::idempotency_key(&obj, limits)?,
+        expires_at,
     };
     mutate(app, &id, cmd, false, Duration::ZERO, StatusCode::OK).await
 }

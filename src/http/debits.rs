@@ -1,5 +1,6 @@
-//! Debits: `POST /v1/accounts/{id}/debits` (one, optionally a dry run or a parked wait)
-//! and `POST /v1/debits` (a batch whose items succeed or fail on their own).
+//! Debits: `POST /v1/accounts/{id}/debits` (one, optionally a dry run or a parked wait),
+//! `POST /v1/debits` (a batch whose items succeed or fail on their own) and
+//! `POST /v1/accounts/{id}/debits/{debit_key}/refund`.
 
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use super::error::ApiError;
 use super::query::only_params;
 use super::App;
 use crate::actor::{ActorError, Msg, Mutation};
-use crate::domain::Command;
+use crate::domain::{Command, Credits};
 use crate::metrics as m;
 
 /// `operation`, one of the configured operations.
@@ -33,6 +34,7 @@ pub(super) fn debit_command(app: &App, obj: &Object) -> Result<Command, ApiError
         quantity: dto::quantity(obj, limits)?,
         metadata: dto::metadata(obj, limits)?,
         idempotency_key: dto::idempotency_key(obj, limits)?,
+        member: dto::member(obj, limits)?,
     })
 }
 
@@ -47,6 +49,7 @@ pub async fn debit(app: &App, id: &str, pairs: &[(String, String)], body: &[u8])
             "quantity",
             "idempotency_key",
             "metadata",
+            "member",
             "dry_run",
             "wait_seconds",
         ],
@@ -98,6 +101,7 @@ pub async fn batch(app: &App, pairs: &[(String, String)], body: &[u8]) -> Answer
                     "quantity",
                     "idempotency_key",
                     "metadata",
+                    "member",
                 ],
             )?;
             let account = dto::account_id(dto::req_str(o, "account")?, &app.config.limits)?;
@@ -127,7 +131,7 @@ pub async fn batch(app: &App, pairs: &[(String, String)], body: &[u8]) -> Answer
     for w in waiting {
         let r = match w {
             Ok((account, rx)) => match rx.await.unwrap_or(Err(ActorError::Unavailable)) {
-                Ok(outcome) => answer(&account, outcome, StatusCode::OK),
+                Ok(outcome) => answer(app, &account, outcome, StatusCode::OK),
                 Err(e) => Err(e.into()),
             },
             Err(e) => Err(e),
@@ -147,4 +151,30 @@ pub async fn batch(app: &App, pairs: &[(String, String)], body: &[u8]) -> Answer
         });
     }
     Ok((StatusCode::OK, json!({ "results": results })))
+}
+
+/// `POST /v1/accounts/{id}/debits/{debit_key}/refund` `{credits?, reason, idempotency_key}`:
+/// gives back up to what the debit under `debit_key` took and was not yet refunded.
+pub async fn refund(
+    app: &App,
+    id: &str,
+    debit_key: &str,
+    pairs: &[(String, String)],
+    body: &[u8],
+) -> Answer {
+    only_params(pairs, &[])?;
+    let limits = &app.config.limits;
+    let id = dto::account_id(id, limits)?;
+    let debit_key = dto::bounded("debit_key", debit_key, limits.idempotency_key_bytes_max)?;
+    let obj = dto::parse_object(body)?;
+    dto::only(&obj, &["credits", "reason", "idempotency_key"])?;
+    let credits = dto::opt_u64(&obj, "credits", 1, Credits::MAX.get())?.map(Credits);
+    let cmd = Command::Refund {
+        debit_key,
+        credits,
+        reason: dto::req_bounded(&obj, "reason", limits.reason_bytes_max)?,
+        idempotency_key: dto::idempotency_key(&obj, limits)?,
+        debit: None,
+    };
+    mutate(app, &id, cmd, false, Duration::ZERO, StatusCode::OK).await
 }

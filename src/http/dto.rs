@@ -6,8 +6,11 @@ use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
 use crate::config::Limits;
-use crate::domain::{Account, Buckets, Credits, Event, EventBody, Hold, ReleaseReason, Ts};
-use crate::wire::{balances, buckets, per_bucket};
+use crate::domain::{
+    Account, Bucket, Buckets, Credits, Event, EventBody, ForecastSetting, Hold, Pricing,
+    ReleaseReason, Ts,
+};
+use crate::wire::{balances, buckets, grant_id, per_bucket, taken};
 
 pub type Object = Map<String, Value>;
 
@@ -123,7 +126,11 @@ pub fn req_str<'a>(obj: &'a Object, name: &str) -> Result<&'a str, ApiError> {
 
 /// A required string of 1..=max bytes.
 pub fn req_bounded(obj: &Object, name: &str, max: usize) -> Result<String, ApiError> {
-    let s = req_str(obj, name)?;
+    bounded(name, req_str(obj, name)?, max)
+}
+
+/// `s` (the field or parameter `name`) if it is 1..=max bytes.
+pub fn bounded(name: &str, s: &str, max: usize) -> Result<String, ApiError> {
     if s.is_empty() || s.len() > max {
         return Err(ApiError::invalid(
             name,
@@ -136,25 +143,30 @@ pub fn req_bounded(obj: &Object, name: &str, max: usize) -> Result<String, ApiEr
 /// An integer field. A number written with a zero fraction (`5.0`, `1e3`) is that
 /// integer, as JSON Schema reads it (up to 2^53, where doubles are exact); `5.5` is not.
 pub fn opt_u64(obj: &Object, name: &str, min: u64, max: u64) -> Result<Option<u64>, ApiError> {
-    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
     match obj.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => match n.as_u64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.fract() == 0.0 && (0.0..=EXACT).contains(f))
-                .map(|f| f as u64)
-        }) {
+        Some(v) => match whole_number(v) {
             Some(v) if (min..=max).contains(&v) => Ok(Some(v)),
             _ => Err(ApiError::invalid(
                 name,
                 format!("{name} must be an integer from {min} to {max}"),
             )),
         },
-        Some(_) => Err(ApiError::invalid(
-            name,
-            format!("{name} must be an integer from {min} to {max}"),
-        )),
     }
+}
+
+/// A JSON number that is a non-negative integer, as JSON Schema reads it: `5`, `5.0` or
+/// `5e0` (up to 2^53, where doubles are exact), not `5.5`.
+pub fn whole_number(v: &Value) -> Option<u64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    let Value::Number(n) = v else {
+        return None;
+    };
+    n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..=EXACT).contains(f))
+            .map(|f| f as u64)
+    })
 }
 
 pub fn opt_bool(obj: &Object, name: &str) -> Result<bool, ApiError> {
@@ -241,6 +253,22 @@ pub fn account_id(id: &str, limits: &Limits) -> Result<String, ApiError> {
     }
 }
 
+/// `member` of a debit, batch item or hold: absent, or an id like an account's.
+pub fn member(obj: &Object, limits: &Limits) -> Result<Option<String>, ApiError> {
+    opt_str(obj, "member")?
+        .map(|m| member_id(m, limits))
+        .transpose()
+}
+
+/// A member id: the same rules as an account id.
+pub fn member_id(m: &str, limits: &Limits) -> Result<String, ApiError> {
+    account_id(m, limits).map_err(|e| ApiError {
+        field: Some("member".into()),
+        message: e.message.replace("an account id", "a member id"),
+        ..e
+    })
+}
+
 /// `h{n}` with n ≥ 1 written canonically: `h01` or `h+1` names no hold.
 pub fn hold_id(s: &str) -> Option<u64> {
     let n: u64 = s.strip_prefix('h')?.parse().ok().filter(|n| *n > 0)?;
@@ -291,6 +319,12 @@ pub fn alerts(ev: &Event) -> Value {
                     }
                     Exhausted => Some(json!({ "type": n.type_name(), "threshold": 0 })),
                     Replenished => Some(json!({ "type": n.type_name() })),
+                    ForecastLow {
+                        projected_exhaustion_at,
+                    } => Some(json!({
+                        "type": n.type_name(),
+                        "projected_exhaustion_at": projected_exhaustion_at.to_rfc3339(),
+                    })),
                     _ => None,
                 }
             })
@@ -298,8 +332,25 @@ pub fn alerts(ev: &Event) -> Value {
     )
 }
 
-/// The answer to a mutation, rendered from its event alone so a duplicate gets the same.
-pub fn event_answer(account: &str, ev: &Event, duplicate: bool, dry_run: bool) -> Value {
+/// What `available` buys: for each operation, how many times it can run.
+pub fn affordable(pricing: &Pricing, available: Credits) -> Value {
+    Value::Object(
+        pricing
+            .affordable(available)
+            .map(|(op, n)| (op.to_string(), json!(n)))
+            .collect(),
+    )
+}
+
+/// The answer to a mutation, rendered from its event alone so a duplicate gets the same
+/// (`affordable` from the prices in force).
+pub fn event_answer(
+    account: &str,
+    ev: &Event,
+    duplicate: bool,
+    dry_run: bool,
+    pricing: &Pricing,
+) -> Value {
     let mut o = Map::new();
     o.insert("account".into(), json!(account));
     if !dry_run {
@@ -308,7 +359,9 @@ pub fn event_answer(account: &str, ev: &Event, duplicate: bool, dry_run: bool) -
     o.insert("kind".into(), json!(ev.body.kind()));
     o.insert("time".into(), json!(ev.at.to_rfc3339()));
     entry_fields(&mut o, &ev.body);
+    put_grant_id(&mut o, ev);
     o.insert("balances".into(), balances(&ev.after, ev.held_after));
+    o.insert("affordable".into(), affordable(pricing, ev.after.total()));
     o.insert("status".into(), json!(status(ev.after.total())));
     o.insert("alerts".into(), alerts(ev));
     o.insert("duplicate".into(), json!(duplicate));
@@ -345,7 +398,7 @@ pub fn entry_fields(o: &mut Object, body: &EventBody) {
                 buckets(&Buckets {
                     monthly: *monthly,
                     free: *free,
-                    packs: Credits::ZERO,
+                    ..Buckets::default()
                 }),
             );
         }
@@ -353,14 +406,16 @@ pub fn entry_fields(o: &mut Object, body: &EventBody) {
             operation,
             quantity,
             credits,
-            taken,
+            taken: t,
             idempotency_key,
             metadata,
+            member,
         } => {
             put("operation", json!(operation));
             put("quantity", json!(quantity));
             put("credits", json!(credits.get()));
-            put("taken", buckets(taken));
+            put("taken", taken(t));
+            put_member(&mut put, member.as_deref());
             put_key(&mut put, Some(idempotency_key));
             put(
                 "metadata",
@@ -414,27 +469,33 @@ pub fn entry_fields(o: &mut Object, body: &EventBody) {
             credits,
             reason,
             idempotency_key,
+            expires_at,
         } => {
             put("bucket", json!(bucket.name()));
             put("credits", json!(credits.get()));
             put("reason", json!(reason));
             put_key(&mut put, Some(idempotency_key));
+            if let Some(at) = expires_at {
+                put("expires_at", json!(at.to_rfc3339()));
+            }
         }
         EventBody::HoldPlaced {
             hold_id,
             operation,
             quantity,
             credits,
-            taken,
+            taken: t,
             expires_at,
             idempotency_key,
+            member,
         } => {
             put("hold_id", json!(format!("h{hold_id}")));
             put("operation", json!(operation));
             put("quantity", json!(quantity));
             put("credits", json!(credits.get()));
-            put("taken", buckets(taken));
+            put("taken", taken(t));
             put("expires_at", json!(expires_at.to_rfc3339()));
+            put_member(&mut put, member.as_deref());
             put_key(&mut put, Some(idempotency_key));
         }
         EventBody::HoldCaptured {
@@ -452,8 +513,8 @@ pub fn entry_fields(o: &mut Object, body: &EventBody) {
                 put("quantity", json!(quantity));
             }
             put("credits", json!(spent.total().get()));
-            put("spent", buckets(spent));
-            put("returned", buckets(returned));
+            put("spent", taken(spent));
+            put("returned", taken(returned));
             put("expired", json!(expired.get()));
             put_key(&mut put, idempotency_key.as_deref());
         }
@@ -466,7 +527,7 @@ pub fn entry_fields(o: &mut Object, body: &EventBody) {
         } => {
             put("hold_id", json!(format!("h{hold_id}")));
             put("credits", json!(returned.total().get()));
-            put("returned", buckets(returned));
+            put("returned", taken(returned));
             put("expired", json!(expired.get()));
             put(
                 "reason",
@@ -477,6 +538,101 @@ pub fn entry_fields(o: &mut Object, body: &EventBody) {
             );
             put_key(&mut put, idempotency_key.as_deref());
         }
+        EventBody::Refunded {
+            debit_key,
+            debit_seq,
+            operation,
+            part,
+            returned,
+            reason,
+            idempotency_key,
+            member,
+            ..
+        } => {
+            put("debit_key", json!(debit_key));
+            put("debit_seq", json!(debit_seq));
+            put("operation", json!(operation));
+            put("credits", json!(part.total().get()));
+            put("refunded", taken(part));
+            put("returned", taken(returned));
+            put("expired", json!(part.total().minus(returned.total()).get()));
+            put("reason", json!(reason));
+            put_member(&mut put, member.as_deref());
+            put_key(&mut put, Some(idempotency_key));
+        }
+        EventBody::PromoExpired {
+            grant_id: g,
+            expired,
+        } => {
+            put("bucket", json!(Bucket::Promo.name()));
+            put("grant_id", json!(grant_id(*g)));
+            put("credits", json!(expired.get()));
+            put("expired", json!(expired.get()));
+        }
+        EventBody::AlertsSet {
+            thresholds,
+            in_effect,
+            forecast,
+            idempotency_key,
+        } => {
+            put("thresholds", json!(in_effect));
+            put("thresholds_custom", json!(thresholds.is_some()));
+            // The config's horizon at the time is not recorded: only a custom one shows.
+            put(
+                "forecast_custom",
+                json!(*forecast != ForecastSetting::Config),
+            );
+            if *forecast != ForecastSetting::Config {
+                put("forecast_hours", forecast_value(*forecast, None));
+            }
+            put_key(&mut put, Some(idempotency_key));
+        }
+        EventBody::MemberSet {
+            member,
+            cap,
+            created,
+            idempotency_key,
+        } => {
+            put("member", json!(member));
+            put("cap_per_period", json!(cap.map(Credits::get)));
+            put("created", json!(created));
+            put_key(&mut put, Some(idempotency_key));
+        }
+        EventBody::MemberRemoved {
+            member,
+            idempotency_key,
+        } => {
+            put("member", json!(member));
+            put_key(&mut put, Some(idempotency_key));
+        }
+    }
+}
+
+/// A promo grant opens a block named after the grant's seq (`g12`). (Grants have no dry
+/// run.)
+fn put_grant_id(o: &mut Object, ev: &Event) {
+    if let EventBody::Granted {
+        expires_at: Some(_),
+        ..
+    } = ev.body
+    {
+        o.insert("grant_id".into(), json!(grant_id(ev.seq)));
+    }
+}
+
+fn put_member(put: &mut impl FnMut(&str, Value), member: Option<&str>) {
+    if let Some(m) = member {
+        put("member", json!(m));
+    }
+}
+
+/// `forecast_hours` as the API shows it: hours, or `null` for off; the config's setting
+/// shows the config's (`config`).
+fn forecast_value(f: ForecastSetting, config: Option<u32>) -> Value {
+    match f {
+        ForecastSetting::Hours(h) => json!(h),
+        ForecastSetting::Off => Value::Null,
+        ForecastSetting::Config => json!(config),
     }
 }
 
@@ -488,12 +644,9 @@ pub fn ledger_entry(ev: &Event, prev: (Buckets, Credits)) -> Value {
     o.insert("time".into(), json!(ev.at.to_rfc3339()));
     o.insert("kind".into(), json!(ev.body.kind()));
     entry_fields(&mut o, &ev.body);
+    put_grant_id(&mut o, ev);
     let d = |a: Credits, b: Credits| a.get() as i128 - b.get() as i128;
-    let mut change = per_bucket(
-        d(ev.after.monthly, prev.0.monthly),
-        d(ev.after.free, prev.0.free),
-        d(ev.after.packs, prev.0.packs),
-    );
+    let mut change = per_bucket(|b| d(ev.after.get(b), prev.0.get(b)));
     change.insert("held".into(), json!(d(ev.held_after, prev.1)));
     o.insert("change".into(), Value::Object(change));
     o.insert("balance_after".into(), balances(&ev.after, ev.held_after));
@@ -508,16 +661,41 @@ pub fn hold_view(h: &Hold) -> Value {
         "operation": h.operation,
         "quantity": h.quantity,
         "credits": h.credits.get(),
-        "taken": buckets(&h.taken),
+        "taken": taken(&h.taken),
         "placed_at": h.placed_at.to_rfc3339(),
         "expires_at": h.expires_at.to_rfc3339(),
+        "member": h.member,
     })
 }
 
-/// `GET /v1/accounts/{id}`: one consistent read of the actor's state.
-pub fn account_view(a: &Account) -> Value {
+/// `GET /v1/accounts/{id}`: one consistent read of the actor's state (or of the state
+/// at a past instant, rebuilt from the log).
+pub fn account_view(a: &Account, pricing: &Pricing) -> Value {
     let holds: Vec<Value> = a.holds.values().map(hold_view).collect();
     let available = a.available();
+    let mut blocks: Vec<_> = a.promo.values().collect();
+    blocks.sort_by_key(|b| (b.expires_at, b.grant_id));
+    let blocks: Vec<Value> = blocks
+        .into_iter()
+        .map(|b| {
+            json!({
+                "grant_id": grant_id(b.grant_id),
+                "credits": b.credits.get(),
+                "expires_at": b.expires_at.to_rfc3339(),
+            })
+        })
+        .collect();
+    let members: Vec<Value> = a
+        .members
+        .iter()
+        .map(|(name, m)| {
+            json!({
+                "member": name,
+                "cap_per_period": m.cap.map(Credits::get),
+                "used_this_period": m.used.get(),
+            })
+        })
+        .collect();
     json!({
         "id": a.id,
         "plan": a.plan,
@@ -525,8 +703,17 @@ pub fn account_view(a: &Account) -> Value {
         "status": status(available),
         "balances": buckets(&a.balances),
         "available": available.get(),
+        "affordable": affordable(pricing, available),
         "held": a.held().get(),
         "holds": holds,
+        "promo_blocks": blocks,
+        "members": members,
+        "alerts": {
+            "thresholds": a.thresholds(pricing),
+            "thresholds_custom": a.alert_settings.thresholds.is_some(),
+            "forecast_hours": forecast_value(a.alert_settings.forecast, pricing.forecast_hours),
+            "forecast_custom": a.alert_settings.forecast != ForecastSetting::Config,
+        },
         "billing_anchor": a.anchor.to_rfc3339(),
         "period_start": a.period_start().to_rfc3339(),
         "next_reset_at": a.next_reset_at().to_rfc3339(),
@@ -547,4 +734,25 @@ pub fn ts_param(name: &str, s: &str) -> Result<Ts, ApiError> {
             ),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_numbers_written_as_floats_are_integers_up_to_2_53() {
+        let parse = |s: &str| whole_number(&parse_object(s.as_bytes()).unwrap()["n"]);
+        assert_eq!(parse(r#"{"n": 5}"#), Some(5));
+        assert_eq!(parse(r#"{"n": 5.0}"#), Some(5));
+        assert_eq!(parse(r#"{"n": 1e3}"#), Some(1000));
+        // Exact only with serde_json's `float_roundtrip`: without it this parses to .5.
+        assert_eq!(
+            parse(r#"{"n": 3809301393341874.0}"#),
+            Some(3_809_301_393_341_874)
+        );
+        assert_eq!(parse(r#"{"n": 5.5}"#), None);
+        assert_eq!(parse(r#"{"n": -1}"#), None);
+        assert_eq!(parse(r#"{"n": "5"}"#), None);
+    }
 }

@@ -4,7 +4,7 @@ use hyper::StatusCode;
 use serde_json::{json, Map, Value};
 
 use crate::actor::ActorError;
-use crate::domain::Refusal;
+use crate::domain::{Bucket, Refusal};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -161,6 +161,60 @@ impl From<Refusal> for ApiError {
                 "too_many_holds",
                 format!("an account may have at most {max} open holds"),
             ),
+            Refusal::TooManyBlocks { max } => ApiError::new(
+                StatusCode::CONFLICT,
+                "too_many_blocks",
+                format!("an account may have at most {max} open promo blocks"),
+            )
+            .with("max", json!(max)),
+            Refusal::TooManyMembers { max } => ApiError::new(
+                StatusCode::CONFLICT,
+                "too_many_members",
+                format!("an account may have at most {max} members"),
+            )
+            .with("max", json!(max)),
+            Refusal::ExpiryMismatch(b) => ApiError::invalid(
+                "expires_at",
+                if b == Bucket::Promo {
+                    "a promo grant needs expires_at".to_string()
+                } else {
+                    format!("only promo credits expire; {} credits take no expires_at", b.name())
+                },
+            ),
+            Refusal::ExpiryNotInFuture => {
+                ApiError::invalid("expires_at", "expires_at must be in the future")
+            }
+            Refusal::DebitNotFound(key) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "debit_not_found",
+                format!("no debit under idempotency key {key:?} on this account (keys are remembered for idempotency_ttl)"),
+            ),
+            Refusal::RefundExceedsDebit {
+                refundable,
+                requested,
+            } => ApiError::new(
+                StatusCode::CONFLICT,
+                "refund_exceeds_debit",
+                format!("{requested} credits asked; {refundable} of this debit are left to refund"),
+            )
+            .with("refundable", json!(refundable.get())),
+            Refusal::MemberNotFound(m) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "member_not_found",
+                format!("no member {m:?} on this account"),
+            ),
+            Refusal::MemberCapReached {
+                cap,
+                used,
+                required,
+            } => ApiError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "member_cap_reached",
+                format!("this needs {required} credits and the member has used {used} of its cap of {cap} this period"),
+            )
+            .with("cap", json!(cap.get()))
+            .with("used", json!(used.get()))
+            .with("required", json!(required.get())),
         }
     }
 }

@@ -26,6 +26,7 @@ pub async fn place(app: &App, id: &str, pairs: &[(String, String)], body: &[u8])
             "idempotency_key",
             "ttl_seconds",
             "wait_seconds",
+            "member",
         ],
     )?;
     let limits = &app.config.limits;
@@ -36,6 +37,7 @@ pub async fn place(app: &App, id: &str, pairs: &[(String, String)], body: &[u8])
         quantity: dto::quantity(&obj, limits)?,
         ttl_ms: ttl as i64 * 1000,
         idempotency_key: dto::idempotency_key(&obj, limits)?,
+        member: dto::member(&obj, limits)?,
     };
     mutate(
         app,

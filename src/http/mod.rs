@@ -27,6 +27,7 @@ pub mod reports;
 pub mod route;
 pub mod routes;
 pub mod server;
+pub mod settings;
 
 use std::sync::atomic::AtomicBool;
 
@@ -56,6 +57,7 @@ impl App {
         crate::metrics::refresh(
             &[
                 ("monthly", t.monthly),
+                ("promo", t.promo),
                 ("free", t.free),
                 ("packs", t.packs),
                 ("held", t.held),

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use hyper::StatusCode;
 
 use super::error::ApiError;
-use crate::domain::{Buckets, Credits, Event};
+use crate::domain::{Account, Buckets, Credits, Event, Pricing, Ts};
+use crate::store::recovery::{recover, Start, Visit};
 use crate::store::{BookTotals, FeedEntry, StorageError, Store};
 
 /// The store, for reading only.
@@ -101,10 +102,62 @@ impl Reads {
             .map_err(storage_failure)
     }
 
+    /// Account `id` as it stood at `at`, rebuilt from its retained log (the base snapshot
+    /// retention left, the events up to `at`, and the resets and expiries due by then).
+    /// 404 `account_not_found` before it was created, 410 `history_pruned` before the
+    /// oldest event kept. The caller has asked the account's actor first.
+    pub fn account_at(&self, id: &str, at: Ts, pricing: &Pricing) -> Result<Account, ApiError> {
+        let base = self.store.base(id).map_err(storage_failure)?;
+        let mut first_kept: Option<Ts> = None;
+        let recovered = recover(&*self.store, id, Start::Base, |_, ev| {
+            first_kept.get_or_insert(ev.at);
+            Ok(if ev.at > at {
+                Visit::Stop
+            } else {
+                Visit::Continue
+            })
+        })
+        .map_err(storage_failure)?;
+        if let Some(b) = base.filter(|b| b.seq > 0) {
+            if at < b.created_at {
+                return Err(not_yet(id, at));
+            }
+            if first_kept.map_or(true, |t| at < t) {
+                let since = first_kept.map(|t| t.to_rfc3339());
+                return Err(ApiError::new(
+                    StatusCode::GONE,
+                    "history_pruned",
+                    format!(
+                        "the history of {id} before {} was pruned (see [history] retention)",
+                        since.as_deref().unwrap_or("now")
+                    ),
+                )
+                .with("history_starts_at", serde_json::json!(since)));
+            }
+        }
+        let Some(r) = recovered else {
+            return Err(not_yet(id, at));
+        };
+        let mut acct = r.account;
+        while let Some((t, body)) = acct.next_due(at, pricing) {
+            acct.record(body, t, pricing);
+        }
+        Ok(acct)
+    }
+
     /// Outstanding credits and account counts of the whole books.
     pub fn totals(&self) -> BookTotals {
         self.store.totals()
     }
+}
+
+/// `?at=` before the account was created.
+fn not_yet(id: &str, at: Ts) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "account_not_found",
+        format!("account {id} did not exist at {}", at.to_rfc3339()),
+    )
 }
 
 /// A corrupt record is a 500 naming its key, for this request only; any other storage

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use super::{dto, reports};
 use crate::domain::account::tests::{play, Step};
 use crate::domain::time::TS_MAX;
-use crate::domain::usage::Granularity;
+use crate::domain::usage::{Granularity, Slice};
 use crate::domain::{Account, Credits, Pricing, Ts};
 
 /// Steps as the API can send them, with the extremes it accepts: grants of up to the
@@ -22,18 +22,25 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0u8..4).prop_map(Step::Plan),
         1 => (0u8..4).prop_map(Step::Purchase),
         2 => (0u8..3, prop_oneof![1u64..1000, 1u64..=Credits::MAX.get()]).prop_map(|(b, c)| Step::Grant(b, c)),
+        1 => (1u64..200, 1u32..(40 * 24)).prop_map(|(c, h)| Step::Promo(c, h)),
+        1 => (0u8..6, proptest::option::of(1u32..30)).prop_map(|(d, c)| Step::Refund(d, c)),
+        1 => (0u8..3, proptest::option::of(0u32..60)).prop_map(|(m, c)| Step::Member(m, c)),
+        1 => (0u8..3, 1u32..10, 0u8..3).prop_map(|(o, q, m)| Step::MemberDebit(o, q, m)),
         2 => prop_oneof![0u32..48, 0u32..(24 * 400), 0u32..(24 * 365 * 10)].prop_map(Step::Wait),
     ]
 }
 
 fn render_views(acct: &Account, now: Ts, p: &Pricing) {
-    let _ = dto::account_view(acct);
+    let _ = dto::account_view(acct, p);
     for h in acct.holds.values() {
         let _ = dto::hold_view(h);
     }
     let _ = reports::forecast_view(acct, now, p);
     for g in [Granularity::Day, Granularity::Month] {
-        let _ = reports::usage_periods(acct, now.plus_millis(-30 * 86_400_000), now, g, 1000);
+        for slice in [Slice::All, Slice::ByMember, Slice::Member("m0".into())] {
+            let from = now.plus_millis(-30 * 86_400_000);
+            let _ = reports::usage_periods(acct, from, now, g, 1000, &slice);
+        }
     }
     // The ends of the range the API accepts.
     let _ = reports::forecast_view(acct, TS_MAX, p);
@@ -43,6 +50,7 @@ fn render_views(acct: &Account, now: Ts, p: &Pricing) {
         TS_MAX,
         Granularity::Month,
         1000,
+        &Slice::ByMember,
     );
 }
 
@@ -67,7 +75,7 @@ proptest! {
         let mut prev = Default::default();
         for ev in &b.log {
             let _ = dto::ledger_entry(ev, prev);
-            let _ = dto::event_answer(&b.acct.id, ev, false, false);
+            let _ = dto::event_answer(&b.acct.id, ev, false, false, &b.pricing);
             prev = (ev.after, ev.held_after);
         }
     }

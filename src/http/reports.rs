@@ -14,7 +14,7 @@ use super::query::{only_params, page_limit, query_u64};
 use super::App;
 use crate::domain::account::smallest_plan_covering;
 use crate::domain::time::add_months;
-use crate::domain::usage::{self, Granularity, UsageCell, DAY_MS};
+use crate::domain::usage::{self, Granularity, Slice, UsageCell, DAY_MS};
 use crate::domain::{Account, Pricing, Ts};
 
 /// Default ranges when `from` is not given.
@@ -48,7 +48,7 @@ pub async fn ledger(app: &App, id: &str, pairs: &[(String, String)]) -> Answer {
 
 pub async fn usage(app: &App, id: &str, pairs: &[(String, String)]) -> Answer {
     let id = dto::account_id(id, &app.config.limits)?;
-    only_params(pairs, &["from", "to", "granularity"])?;
+    only_params(pairs, &["from", "to", "granularity", "member", "group_by"])?;
     let param = |name: &str| {
         pairs
             .iter()
@@ -80,9 +80,24 @@ pub async fn usage(app: &App, id: &str, pairs: &[(String, String)]) -> Answer {
     if from >= to {
         return Err(ApiError::invalid("from", "from must be before to"));
     }
+    let slice = match (param("member"), param("group_by")) {
+        (None, None) => Slice::All,
+        (Some(m), None) => Slice::Member(dto::member_id(m, &app.config.limits)?),
+        (None, Some("member")) => Slice::ByMember,
+        (None, Some(g)) => {
+            return Err(ApiError::invalid(
+                "group_by",
+                format!("unknown group_by {g:?}; expected member"),
+            ))
+        }
+        (Some(_), Some(_)) => return Err(ApiError::invalid(
+            "group_by",
+            "member= (one member's usage) and group_by=member (each member's) exclude each other",
+        )),
+    };
     let acct = view(app, &id).await?;
     let max = app.config.limits.usage_periods_max;
-    let periods = usage_periods(&acct, from, to, granularity, max).map_err(|max| {
+    let periods = usage_periods(&acct, from, to, granularity, max, &slice).map_err(|max| {
         ApiError::invalid(
             "from",
             format!("the range from..to spans more than {max} periods"),
@@ -95,6 +110,7 @@ pub async fn usage(app: &App, id: &str, pairs: &[(String, String)]) -> Answer {
             "granularity": match granularity { Granularity::Day => "day", Granularity::Month => "month" },
             "from": from.to_rfc3339(),
             "to": to.to_rfc3339(),
+            "member": match &slice { Slice::Member(m) => json!(m), _ => Value::Null },
             "periods": periods,
         }),
     ))
@@ -155,19 +171,33 @@ pub fn usage_periods(
     to: Ts,
     granularity: Granularity,
     max: usize,
+    slice: &Slice,
 ) -> Result<Vec<Value>, usize> {
-    let periods = usage::report(&acct.usage, from, to, granularity, max)?;
+    let periods = usage::report(&acct.usage, from, to, granularity, max, slice)?;
+    let ops = |ops: &std::collections::BTreeMap<String, UsageCell>| {
+        ops.iter()
+            .map(|(op, c)| (op.clone(), cell(c)))
+            .collect::<Map<_, _>>()
+    };
     Ok(periods
         .iter()
         .map(|p| {
             let total = p.total();
-            json!({
+            let mut v = json!({
                 "start": p.start.to_rfc3339(),
                 "end": p.end.to_rfc3339(),
                 "count": total.count,
                 "credits": total.credits.get(),
-                "operations": p.operations.iter().map(|(op, c)| (op.clone(), cell(c))).collect::<Map<_, _>>(),
-            })
+                "operations": ops(&p.operations),
+            });
+            if let Some(members) = &p.members {
+                v["members"] = members
+                    .iter()
+                    .map(|(m, o)| (m.clone(), Value::Object(ops(o))))
+                    .collect::<Map<_, _>>()
+                    .into();
+            }
+            v
         })
         .collect())
 }

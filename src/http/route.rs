@@ -27,6 +27,10 @@ pub enum Route {
     Plan,
     Purchase,
     Grant,
+    Refund,
+    Alerts,
+    PutMember,
+    DeleteMember,
     Ledger,
     Usage,
     Forecast,
@@ -54,6 +58,10 @@ impl Route {
             Route::Plan => "plan",
             Route::Purchase => "purchase",
             Route::Grant => "grant",
+            Route::Refund => "refund",
+            Route::Alerts => "alerts",
+            Route::PutMember => "put_member",
+            Route::DeleteMember => "delete_member",
             Route::Ledger => "ledger",
             Route::Usage => "usage",
             Route::Forecast => "forecast",
@@ -77,9 +85,15 @@ impl Route {
             | Route::BatchDebits
             | Route::PlaceHold
             | Route::Capture
-            | Route::Release => Some(Scope::Debit),
+            | Route::Release
+            | Route::Refund => Some(Scope::Debit),
             Route::Grant => Some(Scope::Admin),
-            Route::CreateAccount | Route::Plan | Route::Purchase => Some(Scope::Billing),
+            Route::CreateAccount
+            | Route::Plan
+            | Route::Purchase
+            | Route::Alerts
+            | Route::PutMember
+            | Route::DeleteMember => Some(Scope::Billing),
         }
     }
 
@@ -96,6 +110,9 @@ impl Route {
                 | Route::Plan
                 | Route::Purchase
                 | Route::Grant
+                | Route::Refund
+                | Route::Alerts
+                | Route::PutMember
         )
     }
 }
@@ -106,8 +123,10 @@ pub struct Matched {
     pub route: Route,
     /// `{id}` of `/v1/accounts/{id}/...`, decoded, not yet validated.
     pub account: String,
-    /// `{hold_id}` of `.../holds/{hold_id}/...`, decoded, not yet validated.
-    pub hold: String,
+    /// The path's second parameter, decoded, not yet validated: `{hold_id}` of
+    /// `.../holds/{hold_id}/...`, `{debit_key}` of `.../debits/{debit_key}/refund`,
+    /// `{member}` of `.../members/{member}`.
+    pub sub: String,
 }
 
 /// The methods a path shape takes, each with its route.
@@ -124,6 +143,11 @@ fn shape(segs: &[&str]) -> Option<&'static [(Method, Route)]> {
         ["v1", "events"] => &[(Method::GET, Events)],
         ["v1", "accounts", _] => &[(Method::GET, GetAccount)],
         ["v1", "accounts", _, "debits"] => &[(Method::POST, Debit)],
+        ["v1", "accounts", _, "debits", _, "refund"] => &[(Method::POST, Refund)],
+        ["v1", "accounts", _, "alerts"] => &[(Method::PUT, Alerts)],
+        ["v1", "accounts", _, "members", _] => {
+            &[(Method::PUT, PutMember), (Method::DELETE, DeleteMember)]
+        }
         ["v1", "accounts", _, "holds"] => &[(Method::GET, ListHolds), (Method::POST, PlaceHold)],
         ["v1", "accounts", _, "holds", _, "capture"] => &[(Method::POST, Capture)],
         ["v1", "accounts", _, "holds", _, "release"] => &[(Method::POST, Release)],
@@ -166,7 +190,12 @@ pub fn resolve(method: &Method, path: &str) -> Result<Matched, ApiError> {
             None => Ok(String::new()),
             Some(s) => percent_decode(s, false).ok_or_else(|| {
                 ApiError::invalid(
-                    if i == 2 { "account" } else { "hold_id" },
+                    match (i, route) {
+                        (2, _) => "account",
+                        (_, Route::Refund) => "debit_key",
+                        (_, Route::PutMember | Route::DeleteMember) => "member",
+                        _ => "hold_id",
+                    },
                     format!("path segment {s:?} is not valid percent-encoded UTF-8"),
                 )
             }),
@@ -176,7 +205,7 @@ pub fn resolve(method: &Method, path: &str) -> Result<Matched, ApiError> {
     Ok(Matched {
         route,
         account: if params { segment(2)? } else { String::new() },
-        hold: if params { segment(4)? } else { String::new() },
+        sub: if params { segment(4)? } else { String::new() },
     })
 }
 
@@ -223,6 +252,19 @@ mod tests {
     fn unknown_sub_paths_are_404_and_wrong_methods_405() {
         assert_eq!(route(Method::GET, "/v1/accounts/x/balance"), Err(404));
         assert_eq!(route(Method::POST, "/v1/accounts/x/refunds"), Err(404));
+        assert_eq!(
+            route(Method::POST, "/v1/accounts/x/debits/job-1/refund"),
+            Ok(Route::Refund)
+        );
+        assert_eq!(
+            route(Method::GET, "/v1/accounts/x/debits/job-1/refund"),
+            Err(405)
+        );
+        assert_eq!(
+            route(Method::DELETE, "/v1/accounts/x/members/brand-a"),
+            Ok(Route::DeleteMember)
+        );
+        assert_eq!(route(Method::GET, "/v1/accounts/x/members"), Err(404));
         assert_eq!(route(Method::GET, "/v1/accounts/x/holds/h1/foo"), Err(404));
         assert_eq!(route(Method::DELETE, "/v1/accounts/x"), Err(405));
         assert_eq!(route(Method::HEAD, "/v1/accounts/x"), Ok(Route::GetAccount));

@@ -19,7 +19,7 @@ use super::error::ApiError;
 use super::probes::{self, Text};
 use super::query::{only_params, query_pairs};
 use super::route::{self, Matched, Route};
-use super::{accounts, billing, body, debits, events, holds, reports, App};
+use super::{accounts, billing, body, debits, events, holds, reports, settings, App};
 use crate::metrics as m;
 
 pub type Resp = Response<Full<Bytes>>;
@@ -118,8 +118,12 @@ async fn serve(app: &Arc<App>, req: Request<Incoming>, m: Matched) -> Result<Rou
         Route::PlaceHold => json(holds::place(app, id, &pairs, &body).await),
         Route::Capture | Route::Release => {
             let capture = route == Route::Capture;
-            json(holds::close(app, id, &m.hold, capture, &pairs, &body).await)
+            json(holds::close(app, id, &m.sub, capture, &pairs, &body).await)
         }
+        Route::Refund => json(debits::refund(app, id, &m.sub, &pairs, &body).await),
+        Route::Alerts => json(settings::alerts(app, id, &pairs, &body).await),
+        Route::PutMember => json(settings::put_member(app, id, &m.sub, &pairs, &body).await),
+        Route::DeleteMember => json(settings::delete_member(app, id, &m.sub, &pairs).await),
         Route::Plan => json(billing::plan(app, id, &pairs, &body).await),
         Route::Purchase => json(billing::purchase(app, id, &pairs, &body).await),
         Route::Grant => json(billing::grant(app, id, &pairs, &body).await),

@@ -6,10 +6,14 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use super::StorageError;
 
-/// The first record layout, still written for every type but events.
+/// The first layout of a type (still written for idempotency records and cursors).
 pub const FORMAT_V1: u8 = 1;
-/// Events since capture entries carry their hold's operation and quantity.
+/// The second layout of a type: events since captures name their hold's operation and
+/// quantity; accounts, feed entries and book totals since promo credits (SPEC second
+/// edition).
 pub const FORMAT_V2: u8 = 2;
+/// Events since the SPEC's second edition: promo blocks, refunds, members, alert settings.
+pub const FORMAT_V3: u8 = 3;
 
 /// A type stored in a record: the version it is written in today, and how it reads the
 /// layouts it was written in before (`legacy.rs`), so data of earlier releases opens.
@@ -84,7 +88,6 @@ pub fn decode<T: Record>(key: &[u8], bytes: &[u8]) -> Result<T, StorageError> {
     })
 }
 
-impl Record for super::BookTotals {}
 impl Record for u64 {}
 
 /// A key as people read it: printable bytes as they are, others as `\xNN`, so a log line
@@ -113,12 +116,12 @@ pub fn display_key(key: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::domain::{Account, Event, Pricing, Ts};
-    use crate::store::records::EventRecordV2;
+    use crate::store::records::EventRecordV3;
     use proptest::prelude::*;
 
     fn round_trip(ev: &Event) -> Event {
-        let bytes = encode(&EventRecordV2::from(ev));
-        decode::<EventRecordV2>(b"Ea", &bytes).unwrap().into()
+        let bytes = encode(&EventRecordV3::from(ev));
+        decode::<EventRecordV3>(b"Ea", &bytes).unwrap().into()
     }
 
     #[test]
@@ -153,7 +156,7 @@ mod tests {
     proptest! {
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let _ = decode::<EventRecordV2>(b"k", &bytes);
+            let _ = decode::<EventRecordV3>(b"k", &bytes);
         }
 
         #[test]

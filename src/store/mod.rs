@@ -69,7 +69,7 @@ pub struct IdemRecord {
     pub at: Ts,
 }
 
-/// One entry of the durable notification feed. Stored as `records::FeedEntryRecordV1`.
+/// One entry of the durable notification feed. Stored as `records::FeedEntryRecordV2`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FeedEntry {
     pub id: u64,
@@ -96,6 +96,8 @@ pub struct Append<'a> {
 /// reads at once and durable at the next `sync`.
 pub trait Store: Send + Sync + 'static {
     fn append(&self, account: &str, append: Append<'_>) -> Result<(), StorageError>;
+    /// The latest snapshot written in today's layout (one of an earlier release is stale:
+    /// `None`, and recovery replays from the base).
     fn snapshot(&self, account: &str) -> Result<Option<Account>, StorageError>;
     /// Events with `seq > after`, in order.
     /// Up to `limit` events with `seq >= from`, oldest first.

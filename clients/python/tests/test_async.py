@@ -107,6 +107,8 @@ def test_billing_reads_and_iterators(daemon: Daemon, acct: str) -> None:
             ("plan.changed", None),
             ("balance.low", 25),
             ("balance.low", 10),
+            # 785 credits burnt today, 20 left: out within the forecast horizon.
+            ("balance.forecast_low", None),
         ]
         assert stream.cursor != "0"
 
@@ -128,3 +130,41 @@ def test_retry_through_the_proxy(proxy: Proxy, acct: str) -> None:
         assert len(proxy.sent(f"/{acct}/debits")) == 5
 
     run(proxy.url, body)
+
+
+def test_second_edition_twins(daemon: Daemon, acct: str) -> None:
+    """Refund, promo grant, members, alerts and `at=` through the awaited twin."""
+    from creditsd import MemberCapReached, RefundExceedsDebit
+
+    async def body(c: AsyncClient) -> None:
+        a = await c.create_account(acct, plan="starter")
+        assert a.affordable["video_generation"] == 12 and a.balances["promo"] == 0
+        expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2)
+        g = await c.grant(acct, "promo", 20, "welcome", expires_at=expires)
+        assert g.expires_at is not None and g.balances["promo"] == 20
+        m = await c.set_member(acct, "seat-1", cap_per_period=5)
+        assert m.created
+        d = await c.debit(acct, "face_generation", member="seat-1")
+        assert d.member == "seat-1" and d.taken[f"promo:g{g.seq}"] == 5
+        with pytest.raises(MemberCapReached) as capped:
+            await c.debit(acct, "caption_generation", member="seat-1")
+        assert (capped.value.cap, capped.value.used) == (5, 5)
+        r = await c.refund(acct, d.idempotency_key, reason="job failed")
+        assert r.credits == 5 and r.member == "seat-1"
+        with pytest.raises(RefundExceedsDebit):
+            await c.refund(acct, d.idempotency_key, credits=1, reason="again")
+        view = await c.account(acct)
+        assert [(x.member, x.used_this_period) for x in view.members] == [("seat-1", 0)]
+        assert [b.credits for b in view.promo_blocks] == [20]
+        s = await c.set_alerts(acct, thresholds=[30], forecast_hours=None)
+        assert s.thresholds == [30] and s.forecast_custom and s.forecast_hours is None
+        past = await c.account(acct, at=g.time)
+        assert past.as_of is not None and past.balances["promo"] == 20 and past.members == []
+        u = await c.usage(acct, member="seat-1")
+        assert u.member == "seat-1"
+        gone = await c.remove_member(acct, "seat-1")
+        assert gone.kind == "member_removed"
+        with pytest.raises(NotFound):
+            await c.remove_member(acct, "seat-1")
+
+    run(daemon.url, body)

@@ -29,7 +29,7 @@ def c(daemon: Daemon) -> Iterator[Client]:
 def test_create_and_read_an_account(c: Client, acct: str) -> None:
     a = c.create_account(acct, plan="starter")
     assert (a.id, a.plan, a.status, a.pending_plan) == (acct, "starter", "active", None)
-    assert a.balances == {"monthly": 50, "free": 50, "packs": 0}
+    assert a.balances == {"monthly": 50, "promo": 0, "free": 50, "packs": 0}
     assert (a.available, a.held, a.holds) == (100, 0, [])
     b = c.account(acct)
     assert b.available == 100 and b.balances["monthly"] == 50
@@ -223,11 +223,16 @@ def test_usage_forecast_pricing(c: Client, acct: str) -> None:
 
 def test_events_follow_the_feed(c: Client, acct: str) -> None:
     c.create_account(acct)
-    c.debit(acct, "caption_generation", quantity=40)  # 10 of 50 left: balance.low 25
+    # 10 of 50 left: balance.low 25; and at 40 credits a day the 10 last 6 hours, within
+    # the default forecast_hours (24) and before the reset: balance.forecast_low.
+    d = c.debit(acct, "caption_generation", quantity=40)
     stream = c.events(after=0, wait_seconds=1, stop_when_idle=True)
     mine = [e for e in stream if e.account == acct]
-    assert [(e.type, e.threshold) for e in mine] == [("balance.low", 25)]
+    assert [(e.type, e.threshold) for e in mine] == [("balance.low", 25), ("balance.forecast_low", None)]
     assert mine[0].balances["available"] == 10
+    assert mine[1].projected_exhaustion_at is not None
+    assert [a.type for a in d.alerts] == ["balance.low", "balance.forecast_low"]
+    assert d.alerts[1].projected_exhaustion_at == mine[1].projected_exhaustion_at
     cursor = stream.cursor
     c.debit(acct, "caption_generation", quantity=10)  # exhausted
     later = list(c.events(after=cursor, wait_seconds=1, stop_when_idle=True))

@@ -1,10 +1,10 @@
 """openapi/openapi.json itself: valid OpenAPI 3.1, every route of SPEC section 3 (and the
-two lists issue 12 added), strict schemas, examples that validate, the links of the
-stateful flows."""
+two lists issue 12 added, and the second edition's of section 5), strict schemas, examples
+that validate, the links of the stateful flows."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Set, Tuple
 
 import jsonschema
 import pytest
@@ -19,6 +19,7 @@ ROUTES = [
     ("get", "/v1/accounts"),
     ("get", "/v1/accounts/{id}"),
     ("post", "/v1/accounts/{id}/debits"),
+    ("post", "/v1/accounts/{id}/debits/{debit_key}/refund"),
     ("post", "/v1/debits"),
     ("post", "/v1/accounts/{id}/holds"),
     ("get", "/v1/accounts/{id}/holds"),
@@ -27,6 +28,9 @@ ROUTES = [
     ("put", "/v1/accounts/{id}/plan"),
     ("post", "/v1/accounts/{id}/purchases"),
     ("post", "/v1/accounts/{id}/grants"),
+    ("put", "/v1/accounts/{id}/alerts"),
+    ("put", "/v1/accounts/{id}/members/{member}"),
+    ("delete", "/v1/accounts/{id}/members/{member}"),
     ("get", "/v1/accounts/{id}/ledger"),
     ("get", "/v1/accounts/{id}/usage"),
     ("get", "/v1/accounts/{id}/forecast"),
@@ -132,7 +136,35 @@ def test_error_answers_name_their_codes_and_headers(document: Dict[str, Any]) ->
             if status == "401":
                 assert r["headers"]["WWW-Authenticate"]["required"], (method, path)
             if status == "402":
-                assert {"required", "available"} <= set(schema["properties"]["error"]["required"])
+                # `required` always; `available` with insufficient_credits, `cap` and `used`
+                # with member_cap_reached.
+                err = schema["properties"]["error"]
+                assert "required" in err["required"], (method, path)
+                then = {c["if"]["properties"]["code"]["const"]: set(c["then"]["required"]) for c in err["allOf"]}
+                assert then == {"insufficient_credits": {"available"}, "member_cap_reached": {"cap", "used"}}
+
+
+def test_second_edition_error_codes_are_documented(document: Dict[str, Any]) -> None:
+    """Each error code of SPEC section 5 is among the codes of the operations that answer it."""
+    codes: Dict[str, Set[str]] = {}
+    for method, path, op in operations(document):
+        for status, r in op["responses"].items():
+            r = resolve(document, r)
+            if status.startswith("2"):
+                continue
+            enum = r["content"]["application/json"]["schema"]["properties"]["error"]["properties"]["code"]["enum"]
+            codes.setdefault(op["operationId"], set()).update(enum)
+    want = {
+        "refundDebit": {"debit_not_found", "refund_exceeds_debit", "account_not_found", "invalid_request"},
+        "debit": {"member_not_found", "member_cap_reached", "insufficient_credits"},
+        "placeHold": {"member_not_found", "member_cap_reached"},
+        "grant": {"too_many_blocks"},
+        "setMember": {"too_many_members"},
+        "removeMember": {"member_not_found"},
+        "getAccount": {"history_pruned", "account_not_found"},
+    }
+    for op, cs in want.items():
+        assert cs <= codes[op], (op, cs - codes[op])
 
 
 def test_limits_are_stated(document: Dict[str, Any]) -> None:
@@ -141,7 +173,15 @@ def test_limits_are_stated(document: Dict[str, Any]) -> None:
     assert (s["IdempotencyKey"]["minLength"], s["IdempotencyKey"]["maxLength"]) == (1, 128)
     q = resolve(document, s["DebitRequest"]["properties"]["quantity"])
     assert (q["minimum"], q["maximum"]) == (1, 10000)
-    assert s["GrantRequest"]["properties"]["credits"]["maximum"] == 2**53 - 1
+    for form in ("GrantRequestBucket", "GrantRequestPromo"):
+        assert s[form]["properties"]["credits"]["maximum"] == 2**53 - 1
+    assert "expires_at" in s["GrantRequestPromo"]["required"]
+    assert "expires_at" not in s["GrantRequestBucket"]["properties"]
+    assert s["MemberId"]["pattern"] == s["AccountId"]["pattern"]
+    a = s["AlertsRequest"]["properties"]
+    assert (a["thresholds"]["maxItems"], a["thresholds"]["uniqueItems"]) == (8, True)
+    assert (a["forecast_hours"]["minimum"], a["forecast_hours"]["maximum"]) == (1, 720)
+    assert list(s["Sources"]["patternProperties"]) == ["^promo:g[0-9]+$"]
     assert s["BatchRequest"]["properties"]["debits"]["maxItems"] == 1000
     assert s["Metadata"]["maxProperties"] == 16
 
@@ -152,6 +192,10 @@ def test_links_follow_the_stateful_flows(document: Dict[str, Any]) -> None:
     assert {"debit", "getLedger"} <= {l["operationId"] for l in created.values()}
     held = ops["placeHold"]["responses"]["201"]["links"]
     assert {"captureHold", "releaseHold"} <= {l["operationId"] for l in held.values()}
+    debited = ops["debit"]["responses"]["200"]["links"]
+    assert "refundDebit" in {l["operationId"] for l in debited.values()}
+    member = ops["setMember"]["responses"]["200"]["links"]
+    assert "removeMember" in {l["operationId"] for l in member.values()}
     for _, _, op in operations(document):
         for r in op["responses"].values():
             for link in resolve(document, r).get("links", {}).values():

@@ -25,6 +25,13 @@ MODELS: Dict[Type[Any], Tuple[str, Dict[str, str]]] = {
     models.PlanChange: ("PlanChange", {"from": "from_plan"}),
     models.Purchase: ("Purchase", {}),
     models.Grant: ("Grant", {}),
+    models.Refund: ("Refund", {}),
+    models.AlertsSet: ("AlertsSet", {}),
+    models.MemberSet: ("MemberSet", {}),
+    models.MemberRemoved: ("MemberRemoved", {}),
+    models.PromoBlock: ("PromoBlock", {}),
+    models.Member: ("Member", {}),
+    models.AlertSettings: ("AlertSettings", {}),
     models.UsageCell: ("UsageCell", {}),
     models.UsagePeriod: ("UsagePeriod", {}),
     models.Usage: ("Usage", {"from": "start", "to": "end"}),
@@ -138,7 +145,11 @@ def test_ledger_entry_is_the_union_of_the_entry_kinds(document: Dict[str, Any]) 
 
 def test_alert_is_the_union_of_its_forms(document: Dict[str, Any]) -> None:
     forms = [resolve(document, a) for a in document["components"]["schemas"]["Alert"]["oneOf"]]
-    props = {"type": {"type": "string"}, "threshold": {"type": "integer"}}
+    props = {
+        "type": {"type": "string"},
+        "threshold": {"type": "integer"},
+        "projected_exhaustion_at": {"type": "string", "format": "date-time"},
+    }
     assert set().union(*(f["properties"] for f in forms)) == set(props)
     check(document, models.Alert, props, {"type"}, {})
 
@@ -182,6 +193,10 @@ def examples(document: Dict[str, Any], operation_id: str, status: str) -> Any:
         ("changePlan", "200", models.PlanChange.from_json),
         ("purchase", "200", models.Purchase.from_json),
         ("grant", "200", models.Grant.from_json),
+        ("refundDebit", "200", models.Refund.from_json),
+        ("setAlerts", "200", models.AlertsSet.from_json),
+        ("setMember", "200", models.MemberSet.from_json),
+        ("removeMember", "200", models.MemberRemoved.from_json),
         ("getUsage", "200", models.Usage.from_json),
         ("getForecast", "200", models.Forecast.from_json),
         ("getPricing", "200", models.Pricing.from_json),
@@ -199,9 +214,17 @@ def test_documented_examples_parse(document: Dict[str, Any], operation_id: str, 
 def test_documented_ledger_events_and_batch_examples_parse(document: Dict[str, Any]) -> None:
     page = examples(document, "getLedger", "200")
     entries = [models.LedgerEntry.from_json(e) for e in page["entries"]]
-    assert [e.kind for e in entries] == ["debit", "account_created"]
+    assert [e.kind for e in entries] == ["refund", "debit", "account_created"]
+    assert entries[0].debit_key == "job-17" and entries[0].refunded == {"monthly": 3, "free": 0, "packs": 0}
     feed = examples(document, "getEvents", "200")
-    assert models.Event.from_json(feed["events"][0]).threshold == 10
+    events = [models.Event.from_json(e) for e in feed["events"]]
+    assert events[0].threshold == 10
+    assert events[-1].type == "balance.forecast_low" and events[-1].projected_exhaustion_at is not None
+    acct = models.Account.from_json(examples(document, "getAccount", "200"))
+    assert acct.promo_blocks[0].grant_id == "g3" and acct.members[0].cap_per_period == 20
+    assert acct.affordable["video_generation"] == acct.available // 8 and acct.as_of is None
+    debit = models.Debit.from_json(examples(document, "debit", "200"))
+    assert debit.member == "brand-a" and debit.taken["promo:g3"] == debit.credits
     batch = examples(document, "debitBatch", "200")
     from creditsd import _core
 
@@ -226,6 +249,9 @@ def test_the_package_surface() -> None:
     assert issubclass(creditsd.InsufficientCredits, creditsd.CreditsdError)
     assert issubclass(creditsd.NotFound, creditsd.CreditsdError)
     assert issubclass(creditsd.IdempotencyConflict, creditsd.CreditsdError)
+    assert issubclass(creditsd.MemberCapReached, creditsd.CreditsdError)
+    assert not issubclass(creditsd.MemberCapReached, creditsd.InsufficientCredits)
+    assert issubclass(creditsd.RefundExceedsDebit, creditsd.CreditsdError)
     from creditsd.webhooks import verify  # noqa: F401
 
     import importlib.resources
@@ -234,6 +260,7 @@ def test_the_package_surface() -> None:
     methods = [
         "create_account", "account", "debit", "debit_many", "hold", "purchase", "change_plan",
         "grant", "ledger", "usage", "forecast", "pricing", "events",
+        "refund", "set_alerts", "set_member", "remove_member",
     ]
     for cls in (creditsd.Client, creditsd.AsyncClient):
         for m in methods:

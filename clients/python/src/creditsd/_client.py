@@ -23,6 +23,7 @@ from typing import (
     List,
     Mapping,
     Optional,
+    Sequence,
     Type,
     TypeVar,
     Union,
@@ -31,10 +32,11 @@ from typing import (
 import httpx
 
 from . import _core
-from ._core import Answer, Call, Instant, RetryPolicy
+from ._core import Answer, Call, ForecastHours, Instant, RetryPolicy
 from .errors import CreditsdError
 from .models import (
     Account,
+    AlertsSet,
     BatchResult,
     Capture,
     Debit,
@@ -43,9 +45,12 @@ from .models import (
     Grant,
     HoldPlaced,
     LedgerEntry,
+    MemberRemoved,
+    MemberSet,
     PlanChange,
     Pricing,
     Purchase,
+    Refund,
     Release,
     Usage,
 )
@@ -142,8 +147,11 @@ class Client:
             return self.account(id)
         return _core.result(call, answer)
 
-    def account(self, id: str) -> Account:
-        return self._run(_core.get_account(id))
+    def account(self, id: str, at: Optional[Instant] = None) -> Account:
+        """The account now, or with `at` as it stood at that past instant (`as_of` set;
+        `NotFound` before it existed, `CreditsdError` `history_pruned` (410) before the
+        retained history)."""
+        return self._run(_core.get_account(id, at))
 
     # -- debits --
 
@@ -157,15 +165,18 @@ class Client:
         metadata: Optional[Mapping[str, str]] = None,
         dry_run: bool = False,
         wait_seconds: Optional[int] = None,
+        member: Optional[str] = None,
     ) -> Debit:
-        """Debits price × quantity. Raises `InsufficientCredits` (402) when short."""
+        """Debits price × quantity, as `member` when given. Raises `InsufficientCredits`
+        (402) when short, `MemberCapReached` (402) past the member's cap, `NotFound` for
+        an unknown member."""
         return self._run(
-            _core.debit(account, operation, quantity, idempotency_key, metadata, dry_run, wait_seconds)
+            _core.debit(account, operation, quantity, idempotency_key, metadata, dry_run, wait_seconds, member)
         )
 
     def debit_many(self, items: Iterable[Mapping[str, Any]]) -> List[BatchResult]:
         """Debits every item (`account`, `operation`, `quantity?`, `idempotency_key?`,
-        `metadata?`), 1000 a request; one result per item, in order. An item's refusal
+        `metadata?`, `member?`), 1000 a request; one result per item, in order. An item's refusal
         is in its result; a whole request that fails (after retries) raises, and the
         chunks before it stay charged (their keys make a repeat of them harmless only
         when the caller passed keys)."""
@@ -187,12 +198,13 @@ class Client:
         ttl_seconds: Optional[int] = None,
         idempotency_key: Optional[str] = None,
         wait_seconds: Optional[int] = None,
+        member: Optional[str] = None,
     ) -> Hold:
-        """Places a hold and answers its handle, also a context manager: on a normal exit
-        from `with` it is captured (all of it) unless captured or released already, on an
-        exception it is released."""
+        """Places a hold (as `member` when given) and answers its handle, also a context
+        manager: on a normal exit from `with` it is captured (all of it) unless captured
+        or released already, on an exception it is released."""
         placed = self._run(
-            _core.place_hold(account, operation, quantity, ttl_seconds, idempotency_key, wait_seconds)
+            _core.place_hold(account, operation, quantity, ttl_seconds, idempotency_key, wait_seconds, member)
         )
         return Hold(self, placed)
 
@@ -220,8 +232,50 @@ class Client:
         reason: str,
         *,
         idempotency_key: Optional[str] = None,
+        expires_at: Optional[Instant] = None,
     ) -> Grant:
-        return self._run(_core.grant(account, bucket, credits, reason, idempotency_key))
+        """Adds credits to a bucket; `bucket="promo"` needs `expires_at` (in the future)
+        and makes a block of its own."""
+        return self._run(_core.grant(account, bucket, credits, reason, idempotency_key, expires_at))
+
+    def refund(
+        self,
+        account: str,
+        debit_key: str,
+        credits: Optional[int] = None,
+        *,
+        reason: str,
+        idempotency_key: Optional[str] = None,
+    ) -> Refund:
+        """Refunds the debit made with idempotency key `debit_key` (all that is left of it
+        by default). `NotFound` (`debit_not_found`) when there is none (or its key is no
+        longer remembered), `RefundExceedsDebit` (409, `.refundable`) when asking more."""
+        return self._run(_core.refund(account, debit_key, credits, reason, idempotency_key))
+
+    # -- settings --
+
+    def set_alerts(
+        self,
+        account: str,
+        thresholds: Optional[Sequence[int]] = None,
+        forecast_hours: ForecastHours = "config",
+        *,
+        idempotency_key: Optional[str] = None,
+    ) -> AlertsSet:
+        """The account's own alert settings: `thresholds` (None: the config's) and
+        `forecast_hours` (1-720; None turns the forecast alert off; "config": the
+        config's)."""
+        return self._run(_core.set_alerts(account, thresholds, forecast_hours, idempotency_key))
+
+    def set_member(
+        self, account: str, member: str, cap_per_period: Optional[int] = None, *, idempotency_key: Optional[str] = None
+    ) -> MemberSet:
+        """Creates the member or changes its cap (credits per billing period; None: no cap)."""
+        return self._run(_core.set_member(account, member, cap_per_period, idempotency_key))
+
+    def remove_member(self, account: str, member: str, *, idempotency_key: Optional[str] = None) -> MemberRemoved:
+        """Removes the member (its history stays); `NotFound` (`member_not_found`) when absent."""
+        return self._run(_core.remove_member(account, member, idempotency_key))
 
     # -- reads --
 
@@ -240,8 +294,12 @@ class Client:
         start: Optional[Instant] = None,
         end: Optional[Instant] = None,
         granularity: str = "day",
+        member: Optional[str] = None,
+        group_by: Optional[str] = None,
     ) -> Usage:
-        return self._run(_core.usage(account, start, end, granularity))
+        """Usage per day or month; `member=` one member's only, `group_by="member"` each
+        member's too (`UsagePeriod.members`)."""
+        return self._run(_core.usage(account, start, end, granularity, member, group_by))
 
     def forecast(self, account: str) -> Forecast:
         return self._run(_core.forecast(account))
@@ -424,8 +482,8 @@ class AsyncClient:
             return await self.account(id)
         return _core.result(call, answer)
 
-    async def account(self, id: str) -> Account:
-        return await self._run(_core.get_account(id))
+    async def account(self, id: str, at: Optional[Instant] = None) -> Account:
+        return await self._run(_core.get_account(id, at))
 
     async def debit(
         self,
@@ -437,9 +495,10 @@ class AsyncClient:
         metadata: Optional[Mapping[str, str]] = None,
         dry_run: bool = False,
         wait_seconds: Optional[int] = None,
+        member: Optional[str] = None,
     ) -> Debit:
         return await self._run(
-            _core.debit(account, operation, quantity, idempotency_key, metadata, dry_run, wait_seconds)
+            _core.debit(account, operation, quantity, idempotency_key, metadata, dry_run, wait_seconds, member)
         )
 
     async def debit_many(self, items: Iterable[Mapping[str, Any]]) -> List[BatchResult]:
@@ -459,10 +518,11 @@ class AsyncClient:
         ttl_seconds: Optional[int] = None,
         idempotency_key: Optional[str] = None,
         wait_seconds: Optional[int] = None,
+        member: Optional[str] = None,
     ) -> _AsyncHoldPlacement:
         """`h = await c.hold(...)`, or `async with c.hold(...) as h:` (captured on a normal
         exit, released on an exception)."""
-        call = _core.place_hold(account, operation, quantity, ttl_seconds, idempotency_key, wait_seconds)
+        call = _core.place_hold(account, operation, quantity, ttl_seconds, idempotency_key, wait_seconds, member)
         return _AsyncHoldPlacement(self, call)
 
     async def capture(
@@ -487,8 +547,40 @@ class AsyncClient:
         reason: str,
         *,
         idempotency_key: Optional[str] = None,
+        expires_at: Optional[Instant] = None,
     ) -> Grant:
-        return await self._run(_core.grant(account, bucket, credits, reason, idempotency_key))
+        return await self._run(_core.grant(account, bucket, credits, reason, idempotency_key, expires_at))
+
+    async def refund(
+        self,
+        account: str,
+        debit_key: str,
+        credits: Optional[int] = None,
+        *,
+        reason: str,
+        idempotency_key: Optional[str] = None,
+    ) -> Refund:
+        return await self._run(_core.refund(account, debit_key, credits, reason, idempotency_key))
+
+    async def set_alerts(
+        self,
+        account: str,
+        thresholds: Optional[Sequence[int]] = None,
+        forecast_hours: ForecastHours = "config",
+        *,
+        idempotency_key: Optional[str] = None,
+    ) -> AlertsSet:
+        return await self._run(_core.set_alerts(account, thresholds, forecast_hours, idempotency_key))
+
+    async def set_member(
+        self, account: str, member: str, cap_per_period: Optional[int] = None, *, idempotency_key: Optional[str] = None
+    ) -> MemberSet:
+        return await self._run(_core.set_member(account, member, cap_per_period, idempotency_key))
+
+    async def remove_member(
+        self, account: str, member: str, *, idempotency_key: Optional[str] = None
+    ) -> MemberRemoved:
+        return await self._run(_core.remove_member(account, member, idempotency_key))
 
     async def ledger(self, account: str, page_size: int = 100) -> AsyncIterator[LedgerEntry]:
         before: Optional[str] = None
@@ -505,8 +597,10 @@ class AsyncClient:
         start: Optional[Instant] = None,
         end: Optional[Instant] = None,
         granularity: str = "day",
+        member: Optional[str] = None,
+        group_by: Optional[str] = None,
     ) -> Usage:
-        return await self._run(_core.usage(account, start, end, granularity))
+        return await self._run(_core.usage(account, start, end, granularity, member, group_by))
 
     async def forecast(self, account: str) -> Forecast:
         return await self._run(_core.forecast(account))

@@ -17,6 +17,7 @@ from typing import (
     Generic,
     Iterable,
     List,
+    Literal,
     Mapping,
     Optional,
     Sequence,
@@ -37,10 +38,14 @@ from .models import (
     Forecast,
     Grant,
     HoldPlaced,
+    AlertsSet,
     LedgerEntry,
+    MemberRemoved,
+    MemberSet,
     PlanChange,
     Pricing,
     Purchase,
+    Refund,
     Release,
     Usage,
     format_instant,
@@ -57,6 +62,9 @@ RETRY_STATUSES = (429, 503)
 RETRY_AFTER_MAX_S = 60.0
 
 Instant = Union[_dt.datetime, str]
+#: `forecast_hours` of `set_alerts`: hours (1-720), None (off) or "config" (left out: the
+#: config's `[alerts] forecast_hours`).
+ForecastHours = Union[int, None, Literal["config"]]
 
 
 def new_key() -> str:
@@ -201,8 +209,9 @@ def create_account(id: str, plan: Optional[str], billing_anchor: Optional[Instan
     )
 
 
-def get_account(account: str) -> Call[Account]:
-    return Call("GET", acct(account), Account.from_json)
+def get_account(account: str, at: Optional[Instant] = None) -> Call[Account]:
+    params = None if at is None else {"at": format_instant(at)}
+    return Call("GET", acct(account), Account.from_json, params=params)
 
 
 def debit(
@@ -213,6 +222,7 @@ def debit(
     metadata: Optional[Mapping[str, str]],
     dry_run: bool,
     wait_seconds: Optional[int],
+    member: Optional[str] = None,
 ) -> Call[Debit]:
     body = _drop_none(
         {
@@ -220,6 +230,7 @@ def debit(
             "quantity": quantity,
             "idempotency_key": idempotency_key or new_key(),
             "metadata": None if metadata is None else dict(metadata),
+            "member": member,
             "dry_run": True if dry_run else None,
             "wait_seconds": wait_seconds,
         }
@@ -269,6 +280,7 @@ def place_hold(
     ttl_seconds: Optional[int],
     idempotency_key: Optional[str],
     wait_seconds: Optional[int],
+    member: Optional[str] = None,
 ) -> Call[HoldPlaced]:
     body = _drop_none(
         {
@@ -277,6 +289,7 @@ def place_hold(
             "idempotency_key": idempotency_key or new_key(),
             "ttl_seconds": ttl_seconds,
             "wait_seconds": wait_seconds,
+            "member": member,
         }
     )
     return Call("POST", acct(account, "holds"), HoldPlaced.from_json, body=body, wait=float(wait_seconds or 0))
@@ -302,14 +315,56 @@ def purchase(account: str, pack: str, payment_ref: Optional[str]) -> Call[Purcha
     return Call("POST", acct(account, "purchases"), Purchase.from_json, body=body)
 
 
-def grant(account: str, bucket: str, credits: int, reason: str, idempotency_key: Optional[str]) -> Call[Grant]:
-    body = {
+def grant(
+    account: str,
+    bucket: str,
+    credits: int,
+    reason: str,
+    idempotency_key: Optional[str],
+    expires_at: Optional[Instant] = None,
+) -> Call[Grant]:
+    body: Dict[str, Any] = {
         "bucket": bucket,
         "credits": credits,
         "reason": reason,
         "idempotency_key": idempotency_key or new_key(),
     }
+    if expires_at is not None:
+        body["expires_at"] = format_instant(expires_at)
     return Call("POST", acct(account, "grants"), Grant.from_json, body=body)
+
+
+def refund(
+    account: str, debit_key: str, credits: Optional[int], reason: str, idempotency_key: Optional[str]
+) -> Call[Refund]:
+    body = _drop_none({"credits": credits, "reason": reason, "idempotency_key": idempotency_key or new_key()})
+    return Call("POST", acct(account, "debits", debit_key, "refund"), Refund.from_json, body=body)
+
+
+def set_alerts(
+    account: str,
+    thresholds: Optional[Sequence[int]],
+    forecast_hours: ForecastHours,
+    idempotency_key: Optional[str],
+) -> Call[AlertsSet]:
+    body: Dict[str, Any] = {"idempotency_key": idempotency_key or new_key()}
+    if thresholds is not None:
+        body["thresholds"] = [int(t) for t in thresholds]
+    if forecast_hours != "config":
+        body["forecast_hours"] = forecast_hours
+    return Call("PUT", acct(account, "alerts"), AlertsSet.from_json, body=body)
+
+
+def set_member(
+    account: str, member: str, cap_per_period: Optional[int], idempotency_key: Optional[str]
+) -> Call[MemberSet]:
+    body = {"cap_per_period": cap_per_period, "idempotency_key": idempotency_key or new_key()}
+    return Call("PUT", acct(account, "members", member), MemberSet.from_json, body=body)
+
+
+def remove_member(account: str, member: str, idempotency_key: Optional[str]) -> Call[MemberRemoved]:
+    params = {"idempotency_key": idempotency_key or new_key()}
+    return Call("DELETE", acct(account, "members", member), MemberRemoved.from_json, params=params)
 
 
 LedgerPage = Tuple[List[LedgerEntry], Optional[str]]
@@ -324,12 +379,21 @@ def ledger_page(account: str, page_size: int, before: Optional[str]) -> Call[Led
     return Call("GET", acct(account, "ledger"), parse, params=params)
 
 
-def usage(account: str, start: Optional[Instant], end: Optional[Instant], granularity: str) -> Call[Usage]:
+def usage(
+    account: str,
+    start: Optional[Instant],
+    end: Optional[Instant],
+    granularity: str,
+    member: Optional[str] = None,
+    group_by: Optional[str] = None,
+) -> Call[Usage]:
     params = _drop_none(
         {
             "from": None if start is None else format_instant(start),
             "to": None if end is None else format_instant(end),
             "granularity": granularity,
+            "member": member,
+            "group_by": group_by,
         }
     )
     return Call("GET", acct(account, "usage"), Usage.from_json, params=params)

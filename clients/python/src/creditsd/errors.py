@@ -12,8 +12,10 @@ from typing import Any, Dict, Mapping, Optional, Type
 __all__ = [
     "CreditsdError",
     "InsufficientCredits",
+    "MemberCapReached",
     "NotFound",
     "IdempotencyConflict",
+    "RefundExceedsDebit",
     "error_from_body",
 ]
 
@@ -63,8 +65,51 @@ class InsufficientCredits(CreditsdError):
         self.available = int(detail.get("available", 0))
 
 
+class MemberCapReached(CreditsdError):
+    """402 `member_cap_reached`: the member named would pass its cap per period (even when
+    the pool has credits); nothing was taken. `.cap`, `.used` (this period) and
+    `.required` (what the request needs)."""
+
+    cap: int
+    used: int
+    required: int
+
+    def __init__(
+        self,
+        code: str,
+        status: int,
+        message: str,
+        field: Optional[str] = None,
+        body: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        super().__init__(code, status, message, field, body)
+        detail = _detail(self.body)
+        self.cap = int(detail.get("cap", 0))
+        self.used = int(detail.get("used", 0))
+        self.required = int(detail.get("required", 0))
+
+
+class RefundExceedsDebit(CreditsdError):
+    """409 `refund_exceeds_debit`: more credits asked than are left to refund of the debit
+    (`.refundable`)."""
+
+    refundable: int
+
+    def __init__(
+        self,
+        code: str,
+        status: int,
+        message: str,
+        field: Optional[str] = None,
+        body: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        super().__init__(code, status, message, field, body)
+        self.refundable = int(_detail(self.body).get("refundable", 0))
+
+
 class NotFound(CreditsdError):
-    """404: `account_not_found`, `hold_not_found` or `not_found`."""
+    """404: `account_not_found`, `hold_not_found`, `debit_not_found`, `member_not_found` or
+    `not_found`."""
 
 
 class IdempotencyConflict(CreditsdError):
@@ -78,10 +123,14 @@ def _detail(body: Mapping[str, Any]) -> Mapping[str, Any]:
 
 _BY_CODE: Dict[str, Type[CreditsdError]] = {
     "insufficient_credits": InsufficientCredits,
+    "member_cap_reached": MemberCapReached,
     "account_not_found": NotFound,
     "hold_not_found": NotFound,
+    "debit_not_found": NotFound,
+    "member_not_found": NotFound,
     "not_found": NotFound,
     "idempotency_conflict": IdempotencyConflict,
+    "refund_exceeds_debit": RefundExceedsDebit,
 }
 
 

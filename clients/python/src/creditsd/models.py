@@ -3,8 +3,11 @@
 Field names are the JSON names, except `from` (a Python keyword): `from_plan` in
 `PlanChange` and `LedgerEntry`; in `Usage`, `from` and `to` are `start` and `end`. Instants are
 timezone-aware `datetime`s in UTC. Per-bucket amounts (`balances`, `taken`, `change`, …) are
-plain dicts, keyed by bucket name (`monthly`, `free`, `packs`, and `held`/`available` where
-the answer has them), so that `account.balances["monthly"]` reads as the JSON does.
+plain dicts, keyed by bucket name (`monthly`, `promo`, `free`, `packs`, and `held`/`available`
+where the answer has them), so that `account.balances["monthly"]` reads as the JSON does.
+Amounts by source (`taken`, `spent`, `returned`, `refunded`) have `monthly`, `free`, `packs`
+and one `promo:g<N>` key per promo block drawn from. `affordable` is a dict of operation to
+how many times the balance pays for it.
 
 Parsing ignores members it does not know, so a newer daemon does not break an older client;
 `tests/test_models.py` checks that every field here is in the document and the other way round.
@@ -23,6 +26,8 @@ __all__ = [
     "Account",
     "AccountHold",
     "Alert",
+    "AlertSettings",
+    "AlertsSet",
     "BatchResult",
     "Capture",
     "Debit",
@@ -32,10 +37,15 @@ __all__ = [
     "Grant",
     "HoldPlaced",
     "LedgerEntry",
+    "Member",
+    "MemberRemoved",
+    "MemberSet",
     "Pack",
     "PlanChange",
     "Pricing",
+    "PromoBlock",
     "Purchase",
+    "Refund",
     "Release",
     "Usage",
     "UsageCell",
@@ -106,6 +116,20 @@ def _opt_amounts(d: Json, k: str) -> Optional[Dict[str, int]]:
     return None if d.get(k) is None else _amounts(d, k)
 
 
+def _opt_bool(d: Json, k: str) -> Optional[bool]:
+    v = d.get(k)
+    return None if v is None else bool(v)
+
+
+def _opt_ints(d: Json, k: str) -> Optional[List[int]]:
+    v = d.get(k)
+    return None if v is None else [int(x) for x in v]
+
+
+def _affordable(d: Json) -> Dict[str, int]:
+    return {str(op): int(n) for op, n in d.get("affordable", {}).items()}
+
+
 def _alerts(d: Json) -> List[Alert]:
     return [Alert.from_json(a) for a in d.get("alerts", [])]
 
@@ -113,14 +137,20 @@ def _alerts(d: Json) -> List[Alert]:
 @dataclass(frozen=True)
 class Alert:
     """An alert a mutation fired: `balance.low` (with `threshold`), `balance.exhausted`
-    (threshold 0) or `balance.replenished`."""
+    (threshold 0), `balance.replenished` or `balance.forecast_low` (with
+    `projected_exhaustion_at`)."""
 
     type: str
     threshold: Optional[int]
+    projected_exhaustion_at: Optional[_dt.datetime] = None
 
     @classmethod
     def from_json(cls, d: Json) -> Alert:
-        return cls(type=str(d["type"]), threshold=_opt_int(d, "threshold"))
+        return cls(
+            type=str(d["type"]),
+            threshold=_opt_int(d, "threshold"),
+            projected_exhaustion_at=_opt_ts(d, "projected_exhaustion_at"),
+        )
 
 
 @dataclass(frozen=True)
@@ -134,6 +164,8 @@ class AccountHold:
     taken: Dict[str, int]
     placed_at: _dt.datetime
     expires_at: _dt.datetime
+    #: The member it was placed for, or None.
+    member: Optional[str]
 
     @classmethod
     def from_json(cls, d: Json) -> AccountHold:
@@ -145,12 +177,65 @@ class AccountHold:
             taken=_amounts(d, "taken"),
             placed_at=_ts(d, "placed_at"),
             expires_at=_ts(d, "expires_at"),
+            member=_opt_str(d, "member"),
+        )
+
+
+@dataclass(frozen=True)
+class PromoBlock:
+    """An open promo block (a `promo` grant): what is left of it and when it expires."""
+
+    grant_id: str
+    credits: int
+    expires_at: _dt.datetime
+
+    @classmethod
+    def from_json(cls, d: Json) -> PromoBlock:
+        return cls(grant_id=str(d["grant_id"]), credits=int(d["credits"]), expires_at=_ts(d, "expires_at"))
+
+
+@dataclass(frozen=True)
+class Member:
+    """A member of an account (schema `Member`): its cap per billing period (None: no cap)
+    and what it used this period."""
+
+    member: str
+    cap_per_period: Optional[int]
+    used_this_period: int
+
+    @classmethod
+    def from_json(cls, d: Json) -> Member:
+        return cls(
+            member=str(d["member"]),
+            cap_per_period=_opt_int(d, "cap_per_period"),
+            used_this_period=int(d["used_this_period"]),
+        )
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """The alert settings in force (schema `AlertSettings`): `forecast_hours` None is off;
+    the `*_custom` flags say whether the account set its own or follows the config."""
+
+    thresholds: List[int]
+    thresholds_custom: bool
+    forecast_hours: Optional[int]
+    forecast_custom: bool
+
+    @classmethod
+    def from_json(cls, d: Json) -> AlertSettings:
+        return cls(
+            thresholds=[int(x) for x in d["thresholds"]],
+            thresholds_custom=bool(d["thresholds_custom"]),
+            forecast_hours=_opt_int(d, "forecast_hours"),
+            forecast_custom=bool(d["forecast_custom"]),
         )
 
 
 @dataclass(frozen=True)
 class Account:
-    """One consistent read of an account (schema `Account`)."""
+    """One consistent read of an account (schema `Account`); `as_of` is the instant asked
+    for with `account(id, at=...)`, None for a read of now."""
 
     id: str
     plan: str
@@ -158,14 +243,19 @@ class Account:
     status: str
     balances: Dict[str, int]
     available: int
+    affordable: Dict[str, int]
     held: int
     holds: List[AccountHold]
+    promo_blocks: List[PromoBlock]
+    members: List[Member]
+    alerts: AlertSettings
     billing_anchor: _dt.datetime
     period_start: _dt.datetime
     next_reset_at: _dt.datetime
     period_budget: int
     created_at: _dt.datetime
     seq: int
+    as_of: Optional[_dt.datetime] = None
 
     @classmethod
     def from_json(cls, d: Json) -> Account:
@@ -176,14 +266,19 @@ class Account:
             status=str(d["status"]),
             balances=_amounts(d, "balances"),
             available=int(d["available"]),
+            affordable=_affordable(d),
             held=int(d["held"]),
             holds=[AccountHold.from_json(h) for h in d["holds"]],
+            promo_blocks=[PromoBlock.from_json(b) for b in d.get("promo_blocks", [])],
+            members=[Member.from_json(m) for m in d.get("members", [])],
+            alerts=AlertSettings.from_json(d["alerts"]),
             billing_anchor=_ts(d, "billing_anchor"),
             period_start=_ts(d, "period_start"),
             next_reset_at=_ts(d, "next_reset_at"),
             period_budget=int(d["period_budget"]),
             created_at=_ts(d, "created_at"),
             seq=int(d["seq"]),
+            as_of=_opt_ts(d, "as_of"),
         )
 
 
@@ -213,9 +308,12 @@ class Debit(_Balances):
     quantity: int
     credits: int
     taken: Dict[str, int]
+    #: The member it was for, when the request named one.
+    member: Optional[str]
     idempotency_key: str
     metadata: Dict[str, str]
     balances: Dict[str, int]
+    affordable: Dict[str, int]
     status: str
     alerts: List[Alert]
     duplicate: bool
@@ -232,9 +330,11 @@ class Debit(_Balances):
             quantity=int(d["quantity"]),
             credits=int(d["credits"]),
             taken=_amounts(d, "taken"),
+            member=_opt_str(d, "member"),
             idempotency_key=str(d["idempotency_key"]),
             metadata={str(k): str(v) for k, v in d.get("metadata", {}).items()},
             balances=_amounts(d, "balances"),
+            affordable=_affordable(d),
             status=str(d["status"]),
             alerts=_alerts(d),
             duplicate=bool(d["duplicate"]),
@@ -268,8 +368,10 @@ class HoldPlaced(_Balances):
     credits: int
     taken: Dict[str, int]
     expires_at: _dt.datetime
+    member: Optional[str]
     idempotency_key: str
     balances: Dict[str, int]
+    affordable: Dict[str, int]
     status: str
     alerts: List[Alert]
     duplicate: bool
@@ -288,8 +390,10 @@ class HoldPlaced(_Balances):
             credits=int(d["credits"]),
             taken=_amounts(d, "taken"),
             expires_at=_ts(d, "expires_at"),
+            member=_opt_str(d, "member"),
             idempotency_key=str(d["idempotency_key"]),
             balances=_amounts(d, "balances"),
+            affordable=_affordable(d),
             status=str(d["status"]),
             alerts=_alerts(d),
             duplicate=bool(d["duplicate"]),
@@ -315,6 +419,7 @@ class Capture(_Balances):
     expired: int
     idempotency_key: Optional[str]
     balances: Dict[str, int]
+    affordable: Dict[str, int]
     status: str
     alerts: List[Alert]
     duplicate: bool
@@ -336,6 +441,7 @@ class Capture(_Balances):
             expired=int(d["expired"]),
             idempotency_key=_opt_str(d, "idempotency_key"),
             balances=_amounts(d, "balances"),
+            affordable=_affordable(d),
             status=str(d["status"]),
             alerts=_alerts(d),
             duplicate=bool(d["duplicate"]),
@@ -358,6 +464,7 @@ class Release(_Balances):
     reason: str
     idempotency_key: Optional[str]
     balances: Dict[str, int]
+    affordable: Dict[str, int]
     status: str
     alerts: List[Alert]
     duplicate: bool
@@ -377,6 +484,7 @@ class Release(_Balances):
             reason=str(d["reason"]),
             idempotency_key=_opt_str(d, "idempotency_key"),
             balances=_amounts(d, "balances"),
+            affordable=_affordable(d),
             status=str(d["status"]),
             alerts=_alerts(d),
             duplicate=bool(d["duplicate"]),
@@ -399,6 +507,7 @@ class PlanChange(_Balances):
     credits: int
     idempotency_key: str
     balances: Dict[str, int]
+    affordable: Dict[str, int]
     status: str
     alerts: List[Alert]
     duplicate: bool
@@ -418,6 +527,7 @@ class PlanChange(_Balances):
             credits=int(d["credits"]),
             idempotency_key=str(d["idempotency_key"]),
             balances=_amounts(d, "balances"),
+            affordable=_affordable(d),
             status=str(d["status"]),
             alerts=_alerts(d),
             duplicate=bool(d["duplicate"]),
@@ -438,6 +548,7 @@ class Purchase(_Balances):
     price_cents: int
     payment_ref: str
     balances: Dict[str, int]
+    affordable: Dict[str, int]
     status: str
     alerts: List[Alert]
     duplicate: bool
@@ -455,6 +566,7 @@ class Purchase(_Balances):
             price_cents=int(d["price_cents"]),
             payment_ref=str(d["payment_ref"]),
             balances=_amounts(d, "balances"),
+            affordable=_affordable(d),
             status=str(d["status"]),
             alerts=_alerts(d),
             duplicate=bool(d["duplicate"]),
@@ -473,8 +585,12 @@ class Grant(_Balances):
     bucket: str
     credits: int
     reason: str
+    #: When the block expires and the block's id (`g<seq>`), for a `promo` grant.
+    expires_at: Optional[_dt.datetime]
+    grant_id: Optional[str]
     idempotency_key: str
     balances: Dict[str, int]
+    affordable: Dict[str, int]
     status: str
     alerts: List[Alert]
     duplicate: bool
@@ -490,8 +606,182 @@ class Grant(_Balances):
             bucket=str(d["bucket"]),
             credits=int(d["credits"]),
             reason=str(d["reason"]),
+            expires_at=_opt_ts(d, "expires_at"),
+            grant_id=_opt_str(d, "grant_id"),
             idempotency_key=str(d["idempotency_key"]),
             balances=_amounts(d, "balances"),
+            affordable=_affordable(d),
+            status=str(d["status"]),
+            alerts=_alerts(d),
+            duplicate=bool(d["duplicate"]),
+            dry_run=bool(d["dry_run"]),
+        )
+
+
+@dataclass(frozen=True)
+class Refund(_Balances):
+    """A refund's answer (schema `Refund`): `credits` refunded of the debit under
+    `debit_key`, by source in `refunded`; `returned` went back, `expired` did not (its
+    source had expired since)."""
+
+    account: str
+    seq: int
+    kind: str
+    time: _dt.datetime
+    debit_key: str
+    debit_seq: int
+    operation: str
+    credits: int
+    refunded: Dict[str, int]
+    returned: Dict[str, int]
+    expired: int
+    reason: str
+    member: Optional[str]
+    idempotency_key: str
+    balances: Dict[str, int]
+    affordable: Dict[str, int]
+    status: str
+    alerts: List[Alert]
+    duplicate: bool
+    dry_run: bool
+
+    @classmethod
+    def from_json(cls, d: Json) -> Refund:
+        return cls(
+            account=str(d["account"]),
+            seq=int(d["seq"]),
+            kind=str(d["kind"]),
+            time=_ts(d, "time"),
+            debit_key=str(d["debit_key"]),
+            debit_seq=int(d["debit_seq"]),
+            operation=str(d["operation"]),
+            credits=int(d["credits"]),
+            refunded=_amounts(d, "refunded"),
+            returned=_amounts(d, "returned"),
+            expired=int(d["expired"]),
+            reason=str(d["reason"]),
+            member=_opt_str(d, "member"),
+            idempotency_key=str(d["idempotency_key"]),
+            balances=_amounts(d, "balances"),
+            affordable=_affordable(d),
+            status=str(d["status"]),
+            alerts=_alerts(d),
+            duplicate=bool(d["duplicate"]),
+            dry_run=bool(d["dry_run"]),
+        )
+
+
+@dataclass(frozen=True)
+class AlertsSet(_Balances):
+    """The answer to `set_alerts` (schema `AlertsSet`): the thresholds in force, highest
+    first. `forecast_hours` is the account's own horizon when `forecast_custom` (None:
+    off); when not custom it is None and the config's applies."""
+
+    account: str
+    seq: int
+    kind: str
+    time: _dt.datetime
+    thresholds: List[int]
+    thresholds_custom: bool
+    forecast_custom: bool
+    forecast_hours: Optional[int]
+    idempotency_key: str
+    balances: Dict[str, int]
+    affordable: Dict[str, int]
+    status: str
+    alerts: List[Alert]
+    duplicate: bool
+    dry_run: bool
+
+    @classmethod
+    def from_json(cls, d: Json) -> AlertsSet:
+        return cls(
+            account=str(d["account"]),
+            seq=int(d["seq"]),
+            kind=str(d["kind"]),
+            time=_ts(d, "time"),
+            thresholds=[int(x) for x in d["thresholds"]],
+            thresholds_custom=bool(d["thresholds_custom"]),
+            forecast_custom=bool(d["forecast_custom"]),
+            forecast_hours=_opt_int(d, "forecast_hours"),
+            idempotency_key=str(d["idempotency_key"]),
+            balances=_amounts(d, "balances"),
+            affordable=_affordable(d),
+            status=str(d["status"]),
+            alerts=_alerts(d),
+            duplicate=bool(d["duplicate"]),
+            dry_run=bool(d["dry_run"]),
+        )
+
+
+@dataclass(frozen=True)
+class MemberSet(_Balances):
+    """The answer to `set_member` (schema `MemberSet`): `created` is False when it changed
+    an existing member's cap."""
+
+    account: str
+    seq: int
+    kind: str
+    time: _dt.datetime
+    member: str
+    cap_per_period: Optional[int]
+    created: bool
+    idempotency_key: str
+    balances: Dict[str, int]
+    affordable: Dict[str, int]
+    status: str
+    alerts: List[Alert]
+    duplicate: bool
+    dry_run: bool
+
+    @classmethod
+    def from_json(cls, d: Json) -> MemberSet:
+        return cls(
+            account=str(d["account"]),
+            seq=int(d["seq"]),
+            kind=str(d["kind"]),
+            time=_ts(d, "time"),
+            member=str(d["member"]),
+            cap_per_period=_opt_int(d, "cap_per_period"),
+            created=bool(d["created"]),
+            idempotency_key=str(d["idempotency_key"]),
+            balances=_amounts(d, "balances"),
+            affordable=_affordable(d),
+            status=str(d["status"]),
+            alerts=_alerts(d),
+            duplicate=bool(d["duplicate"]),
+            dry_run=bool(d["dry_run"]),
+        )
+
+
+@dataclass(frozen=True)
+class MemberRemoved(_Balances):
+    """The answer to `remove_member` (schema `MemberRemoved`)."""
+
+    account: str
+    seq: int
+    kind: str
+    time: _dt.datetime
+    member: str
+    idempotency_key: str
+    balances: Dict[str, int]
+    affordable: Dict[str, int]
+    status: str
+    alerts: List[Alert]
+    duplicate: bool
+    dry_run: bool
+
+    @classmethod
+    def from_json(cls, d: Json) -> MemberRemoved:
+        return cls(
+            account=str(d["account"]),
+            seq=int(d["seq"]),
+            kind=str(d["kind"]),
+            time=_ts(d, "time"),
+            member=str(d["member"]),
+            idempotency_key=str(d["idempotency_key"]),
+            balances=_amounts(d, "balances"),
+            affordable=_affordable(d),
             status=str(d["status"]),
             alerts=_alerts(d),
             duplicate=bool(d["duplicate"]),
@@ -507,10 +797,11 @@ class LedgerEntry:
     seq: int
     time: _dt.datetime
     kind: str
-    credits: int
     change: Dict[str, int]
     balance_after: Dict[str, int]
     alerts: List[Alert]
+    #: None for the kinds that move no credits (alerts_set, member_set, member_removed).
+    credits: Optional[int] = None
     operation: Optional[str] = None
     quantity: Optional[int] = None
     taken: Optional[Dict[str, int]] = None
@@ -532,6 +823,17 @@ class LedgerEntry:
     expires_at: Optional[_dt.datetime] = None
     spent: Optional[Dict[str, int]] = None
     returned: Optional[Dict[str, int]] = None
+    member: Optional[str] = None
+    debit_key: Optional[str] = None
+    debit_seq: Optional[int] = None
+    refunded: Optional[Dict[str, int]] = None
+    grant_id: Optional[str] = None
+    thresholds: Optional[List[int]] = None
+    thresholds_custom: Optional[bool] = None
+    forecast_custom: Optional[bool] = None
+    forecast_hours: Optional[int] = None
+    cap_per_period: Optional[int] = None
+    created: Optional[bool] = None
 
     @classmethod
     def from_json(cls, d: Json) -> LedgerEntry:
@@ -541,7 +843,7 @@ class LedgerEntry:
             seq=int(d["seq"]),
             time=_ts(d, "time"),
             kind=str(d["kind"]),
-            credits=int(d["credits"]),
+            credits=_opt_int(d, "credits"),
             change=_amounts(d, "change"),
             balance_after=_amounts(d, "balance_after"),
             alerts=_alerts(d),
@@ -566,6 +868,17 @@ class LedgerEntry:
             expires_at=_opt_ts(d, "expires_at"),
             spent=_opt_amounts(d, "spent"),
             returned=_opt_amounts(d, "returned"),
+            member=_opt_str(d, "member"),
+            debit_key=_opt_str(d, "debit_key"),
+            debit_seq=_opt_int(d, "debit_seq"),
+            refunded=_opt_amounts(d, "refunded"),
+            grant_id=_opt_str(d, "grant_id"),
+            thresholds=_opt_ints(d, "thresholds"),
+            thresholds_custom=_opt_bool(d, "thresholds_custom"),
+            forecast_custom=_opt_bool(d, "forecast_custom"),
+            forecast_hours=_opt_int(d, "forecast_hours"),
+            cap_per_period=_opt_int(d, "cap_per_period"),
+            created=_opt_bool(d, "created"),
         )
 
 
@@ -583,22 +896,28 @@ class UsageCell:
 
 @dataclass(frozen=True)
 class UsagePeriod:
-    """One UTC day or month: totals and `operations` by name."""
+    """One UTC day or month: totals and `operations` by name (credits net of refunds);
+    with `group_by="member"`, `members` maps each member to its operations."""
 
     start: _dt.datetime
     end: _dt.datetime
     count: int
     credits: int
     operations: Dict[str, UsageCell]
+    members: Optional[Dict[str, Dict[str, UsageCell]]] = None
 
     @classmethod
     def from_json(cls, d: Json) -> UsagePeriod:
+        ms = d.get("members")
         return cls(
             start=_ts(d, "start"),
             end=_ts(d, "end"),
             count=int(d["count"]),
             credits=int(d["credits"]),
             operations={str(k): UsageCell.from_json(v) for k, v in d["operations"].items()},
+            members=None
+            if ms is None
+            else {str(m): {str(k): UsageCell.from_json(v) for k, v in ops.items()} for m, ops in ms.items()},
         )
 
 
@@ -610,6 +929,8 @@ class Usage:
     granularity: str
     start: _dt.datetime
     end: _dt.datetime
+    #: The member asked for with `member=`; None otherwise.
+    member: Optional[str]
     periods: List[UsagePeriod]
 
     @classmethod
@@ -619,6 +940,7 @@ class Usage:
             granularity=str(d["granularity"]),
             start=_ts(d, "from"),
             end=_ts(d, "to"),
+            member=_opt_str(d, "member"),
             periods=[UsagePeriod.from_json(p) for p in d["periods"]],
         )
 
@@ -721,6 +1043,7 @@ class Event:
     time: _dt.datetime
     balances: Dict[str, int]
     threshold: Optional[int]
+    projected_exhaustion_at: Optional[_dt.datetime] = None
 
     @classmethod
     def from_json(cls, d: Json) -> Event:
@@ -732,4 +1055,5 @@ class Event:
             time=_ts(d, "time"),
             balances=_amounts(d, "balances"),
             threshold=_opt_int(d, "threshold"),
+            projected_exhaustion_at=_opt_ts(d, "projected_exhaustion_at"),
         )
