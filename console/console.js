@@ -507,10 +507,15 @@ function niceMax(v) {
   return 10 * p;
 }
 
+let lastChart = null;
+
 function drawChart(usage, forecast, today, days) {
+  lastChart = [usage, forecast, today, days];
   const chart = $("usage-chart");
-  const W = 960;
-  const H = 280;
+  // Drawn at the size it is shown, so labels stay readable on a phone.
+  const W = Math.max(320, Math.round(chart.getBoundingClientRect().width) || 960);
+  const H = W < 600 ? 220 : 280;
+  chart.setAttribute("viewBox", `0 0 ${W} ${H}`);
   const left = 48;
   const right = 12;
   const top = 16;
@@ -556,7 +561,7 @@ function drawChart(usage, forecast, today, days) {
     chart.append(svg("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end" }, String(Math.round(v * 10) / 10)));
   }
   chart.append(svg("line", { class: "axis", x1: left, x2: W - right, y1: y(0), y2: y(0) }));
-  const step = days === 30 ? 5 : 15;
+  const step = (days === 30 ? 5 : 15) * (W < 600 ? 2 : 1);
   for (let i = 0; i < slots; i += step) {
     const day = first + i * DAY_MS;
     chart.append(svg("text", { x: x(day) + slotW / 2, y: H - bottom + 16, "text-anchor": "middle" }, fmtDay(day)));
@@ -630,6 +635,14 @@ function drawChart(usage, forecast, today, days) {
     el("li", {}, el("span", { class: "swatch forecast", "aria-hidden": "true" }), "forecast (7-day rate)"),
   );
 }
+
+let resizeTimer = null;
+window.addEventListener("resize", () => {
+  clearTimeout(resizeTimer);
+  resizeTimer = setTimeout(() => {
+    if (lastChart && !$("account").hidden) drawChart(...lastChart);
+  }, 150);
+});
 
 function setRange(days) {
   state.range = days;

@@ -16,7 +16,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
-from conftest import ADMIN_TOKEN, PHONE, READ_TOKEN, REPO, WIDE, Page, api, ok, raw
+from conftest import ADMIN_TOKEN, PHONE, READ_TOKEN, REPO, WIDE, Augmenting, Page, api, ok, raw
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -364,4 +364,95 @@ def test_with_tokens_it_asks_for_one_and_a_reader_sees_no_forms(page: Page, toke
     page.tid("grant-reason").send_keys("admin on the console")
     page.tid("grant-submit").click()
     page.wait(lambda d: ok(url, "GET", f"/v1/accounts/{acct}", token=ADMIN_TOKEN)["seq"] == seq + 1)
+    page.check_stayed_home()
+
+
+# ---- the second edition's fields (SPEC section 5) ----
+
+PROMO_ACCOUNT = {
+    "balances": {"promo": 30},
+    "promo_blocks": [
+        {"grant_id": "g12", "credits": 30, "expires_at": "2027-01-15T00:00:00Z", "reason": "launch promo"}
+    ],
+    "affordable": {"face_generation": 777, "sample_image": 16, "video_generation": 6, "caption_generation": 50},
+    "members": [
+        {"member": "brand-a", "cap_per_period": 100, "used_this_period": 12},
+        {"member": "brand-b", "cap_per_period": None, "used_this_period": 0},
+    ],
+    "alerts": {"thresholds": [25, 10, 0], "forecast_hours": 24},
+}
+
+
+def test_the_second_editions_fields_are_shown_when_the_daemon_sends_them(page: Page, daemon: Any, acct: str) -> None:
+
+    ok(daemon.url, "POST", "/v1/accounts", {"id": acct})
+    debit(daemon.url, acct, "sample_image", 2)
+    proxy = Augmenting(daemon.url, PROMO_ACCOUNT, {"member": "brand-a", "taken": {"promo:g12": 6}})
+    try:
+        page.url = proxy.url
+        page.load(f"#account={acct}")
+        page.wait_open(acct)
+        assert page.text("balance-promo") == "30"
+        rows = page.tids("promo-row")
+        assert len(rows) == 1 and "g12" in rows[0].text and "launch promo" in rows[0].text
+        for op, n in PROMO_ACCOUNT["affordable"].items():
+            chip = page.drv.find_element(By.CSS_SELECTOR, f'#affordable li[data-operation="{op}"]')
+            assert chip.text.split()[0] == str(n), "the daemon's figure, not one worked out"
+        members = [r.text for r in page.tids("member-row")]
+        assert len(members) == 2 and "brand-a" in members[0] and "12" in members[0] and "100" in members[0]
+        assert "none" in members[1]
+        assert "24 h" in page.drv.find_element(By.ID, "alerts-settings").text
+        debit_row = [r for r in page.tids("ledger-row") if r.get_attribute("data-kind") == "debit"][0]
+        assert "member brand-a" in debit_row.text
+
+        # A promo grant sends its expiry, in UTC; the answer (a refusal on a daemon
+        # without promo credits) is shown either way.
+        Select(page.tid("grant-bucket")).select_by_value("promo")
+        page.tid("grant-credits").send_keys("30")
+        page.tid("grant-reason").send_keys("launch promo")
+        page.drv.execute_script("arguments[0].value = '2027-01-15T00:00'", page.tid("grant-expires"))
+        page.tid("grant-submit").click()
+        page.wait(
+            lambda d: page.tid("error").is_displayed() or d.find_element(By.ID, "notice").is_displayed(),
+            what="the promo grant's answer",
+        )
+        grants = [b for m, p, b in proxy.sent if m == "POST" and p.endswith("/grants") and b]
+        sent = grants[-1]
+        assert sent["bucket"] == "promo" and sent["expires_at"] == "2027-01-15T00:00:00Z", sent
+        assert sent["credits"] == 30 and len(sent["idempotency_key"]) >= 32
+        page.check_stayed_home()
+    finally:
+        proxy.close()
+
+
+def test_a_retry_of_the_same_submission_sends_the_same_key(page: Page, acct: str) -> None:
+    ok(page.url, "POST", "/v1/accounts", {"id": acct})
+    page.load()
+    page.open(acct)
+
+    # Refused twice with the same values: the same key both times (a refusal binds none);
+    # other values: a new key.
+    page.drv.execute_script(
+        """
+        window.__sent = [];
+        const orig = window.fetch;
+        window.fetch = (url, init) => {
+          if (init && init.body && String(url).endsWith('/grants')) window.__sent.push(JSON.parse(init.body));
+          return orig(url, init);
+        };
+        """
+    )
+    for credits in ("0", "0", "5"):
+        page.tid("grant-credits").clear()
+        page.tid("grant-credits").send_keys(credits)
+        page.tid("grant-reason").clear()
+        page.tid("grant-reason").send_keys("retry")
+        n = len(page.drv.execute_script("return window.__sent"))
+        page.tid("grant-submit").click()
+        page.wait(lambda d: len(d.execute_script("return window.__sent")) > n)
+        page.wait(lambda d: page.tid("grant-submit").is_enabled())
+    keys = [b["idempotency_key"] for b in page.drv.execute_script("return window.__sent") if "credits" in b]
+    assert keys[0] == keys[1] != keys[2], keys
+    top = ok(page.url, "GET", f"/v1/accounts/{acct}/ledger?limit=1")["entries"][0]
+    assert top["idempotency_key"] == keys[2]
     page.check_stayed_home()
