@@ -1,9 +1,10 @@
 //! The Python side, run by `cargo test` against the release binary (built here first,
 //! `cargo build --release`): the client's type check (`mypy --strict`), its tests
-//! (pytest, driving the real daemon), and the API check (the OpenAPI document validated,
-//! served, and held against the real daemon by schemathesis). `scripts/python-env` makes
-//! the pinned venv first (PyPI); a missing Python or a failed install fails these tests,
-//! never skips them.
+//! (pytest, driving the real daemon), the API check (the OpenAPI document validated,
+//! served, and held against the real daemon by schemathesis), and the console's browser
+//! tests (selenium and headless chromium, `tests/console`). `scripts/python-env` makes
+//! the pinned venv first (PyPI), `scripts/browser-env` makes sure of chromium; a missing
+//! Python, browser or a failed install fails these tests, never skips them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -84,4 +85,16 @@ fn the_daemon_answers_as_its_openapi_document_says() {
         .env("CREDITSD_BIN", release_binary())
         .env("CREDITSD_VENV", venv)
         .env("API_CHECK_REPORT_DIR", root().join("target/api-check")));
+}
+
+#[test]
+fn the_console_works_in_a_real_browser() {
+    let venv = venv();
+    run(Command::new(root().join("scripts/browser-env")).env("CREDITSD_VENV", venv));
+    // Writes docs/console.png, the account page at 1280 px.
+    run(Command::new(venv.join("bin/pytest"))
+        .args(["-q", "-p", "no:cacheprovider", "--durations=3"])
+        .arg(root().join("tests/console"))
+        .env("CREDITSD_BIN", release_binary())
+        .current_dir(root()));
 }

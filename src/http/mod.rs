@@ -5,7 +5,8 @@
 //! - `routes`: `handle`, the dispatch of one request; `route`: the route table (path
 //!   shapes, methods, scopes, metric labels).
 //! - handlers by resource: `accounts`, `debits`, `holds`, `billing`, `reports` (ledger,
-//!   usage, forecast), `events` (the feed), `probes` (health, metrics, document, pricing).
+//!   usage, forecast), `events` (the feed), `probes` (health, metrics, document, pricing),
+//!   `console` (the operators' page at `/console`, embedded).
 //! - beneath them: `ask` (the call to an account's actor), `reads` (the one read API over
 //!   the store), `body` and `query` (request input), `dto` (JSON in and out), `error`
 //!   (stable codes), `auth` (bearer tokens).
@@ -15,6 +16,7 @@ pub mod ask;
 pub mod auth;
 pub mod billing;
 pub mod body;
+pub mod console;
 pub mod debits;
 pub mod dto;
 pub mod error;

@@ -35,6 +35,7 @@ pub enum Route {
     Usage,
     Forecast,
     Events,
+    Console,
 }
 
 impl Route {
@@ -66,13 +67,17 @@ impl Route {
             Route::Usage => "usage",
             Route::Forecast => "forecast",
             Route::Events => "events",
+            Route::Console => "console",
         }
     }
 
-    /// The scope a token needs; `None`: no token needed (probes, metrics, the document).
+    /// The scope a token needs; `None`: no token needed (probes, metrics, the document,
+    /// the console page, whose API calls carry the token).
     pub fn scope(self) -> Option<Scope> {
         match self {
-            Route::Healthz | Route::Readyz | Route::Metrics | Route::OpenApi => None,
+            Route::Healthz | Route::Readyz | Route::Metrics | Route::OpenApi | Route::Console => {
+                None
+            }
             Route::Pricing
             | Route::ListAccounts
             | Route::GetAccount
@@ -137,6 +142,7 @@ fn shape(segs: &[&str]) -> Option<&'static [(Method, Route)]> {
         ["readyz"] => &[(Method::GET, Readyz)],
         ["metrics"] => &[(Method::GET, Metrics)],
         ["v1", "openapi.json"] => &[(Method::GET, OpenApi)],
+        ["console"] | ["console", _] => &[(Method::GET, Console)],
         ["v1", "pricing"] => &[(Method::GET, Pricing)],
         ["v1", "accounts"] => &[(Method::GET, ListAccounts), (Method::POST, CreateAccount)],
         ["v1", "debits"] => &[(Method::POST, BatchDebits)],
@@ -268,6 +274,12 @@ mod tests {
         assert_eq!(route(Method::GET, "/v1/accounts/x/holds/h1/foo"), Err(404));
         assert_eq!(route(Method::DELETE, "/v1/accounts/x"), Err(405));
         assert_eq!(route(Method::HEAD, "/v1/accounts/x"), Ok(Route::GetAccount));
+        assert_eq!(
+            route(Method::GET, "/console/console.js"),
+            Ok(Route::Console)
+        );
+        assert_eq!(route(Method::POST, "/console"), Err(405));
+        assert_eq!(route(Method::GET, "/console/a/b"), Err(404));
         assert_eq!(
             route(Method::GET, "/v1/accounts/x/holds"),
             Ok(Route::ListHolds)

@@ -19,7 +19,7 @@ use super::error::ApiError;
 use super::probes::{self, Text};
 use super::query::{only_params, query_pairs};
 use super::route::{self, Matched, Route};
-use super::{accounts, billing, body, debits, events, holds, reports, settings, App};
+use super::{accounts, billing, body, console, debits, events, holds, reports, settings, App};
 use crate::metrics as m;
 
 pub type Resp = Response<Full<Bytes>>;
@@ -35,6 +35,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
                 .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
             r
         }
+        Ok(Routed::Page(asset)) => console::response(asset),
         Err(e) => error_response(&e),
     };
     metrics::histogram!(m::HTTP_REQUEST_DURATION_SECONDS, "route" => route)
@@ -70,6 +71,7 @@ pub fn error_response(e: &ApiError) -> Resp {
 enum Routed {
     Json(StatusCode, Value),
     Text(Text),
+    Page(&'static console::Asset),
 }
 
 fn json(a: Answer) -> Result<Routed, ApiError> {
@@ -95,12 +97,17 @@ async fn serve(app: &Arc<App>, req: Request<Incoming>, m: Matched) -> Result<Rou
         app.auth.authorize(header, scope)?;
     }
     let pairs = query_pairs(req.uri().query().unwrap_or(""))?;
+    // The console's file is named by the path (the route table knows only `/console/*`).
+    let page = (route == Route::Console).then(|| console::asset(req.uri().path()));
     let body = body::read(req, route, &app.config).await?;
     let id = m.account.as_str();
     match route {
-        Route::Healthz | Route::Readyz | Route::Metrics | Route::OpenApi | Route::Pricing => {
-            only_params(&pairs, &[])?
-        }
+        Route::Healthz
+        | Route::Readyz
+        | Route::Metrics
+        | Route::OpenApi
+        | Route::Pricing
+        | Route::Console => only_params(&pairs, &[])?,
         _ => {}
     }
     match route {
@@ -131,5 +138,6 @@ async fn serve(app: &Arc<App>, req: Request<Incoming>, m: Matched) -> Result<Rou
         Route::Usage => json(reports::usage(app, id, &pairs).await),
         Route::Forecast => json(reports::forecast(app, id, &pairs).await),
         Route::Events => json(events::feed(app, &pairs).await),
+        Route::Console => Ok(Routed::Page(page.expect("a console route")?)),
     }
 }
