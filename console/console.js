@@ -21,7 +21,7 @@ const state = {
   ledgerNext: null,
   ledgerSeen: new Set(),
   range: 30,
-  scopes: null, // {admin, billing, refund}: what the token may do, learnt by probing
+  scopes: null, // {admin, billing, plan, refund}: what the token may do, learnt by probing
   feed: [], // recent feed events, every account
   feedCursor: null,
   feedAbort: null,
@@ -202,18 +202,19 @@ function tokenAccepted() {
 
 // ---------- what the token may do ----------
 
-// Learns whether the token may grant (admin), buy and change plans (billing) and refund,
-// without changing anything: each mutation is sent an empty body, which the daemon
-// refuses before reading anything: 403 when the token lacks the route's scope, 400 (or
-// 404) when it has it.
+// Learns whether the token may grant (admin), buy and change plans (billing) and refund
+// (debit), without changing anything: each of those routes is sent an empty body. The
+// daemon checks the token's scope before it reads a body, so the answer is 403 when the
+// token lacks the route's scope and 400 (the empty body refused) when it has it; nothing
+// is written. Each form follows its own route's answer.
 async function probeScopes(id) {
-  // true: allowed; false: 401/403; null: no such route on this daemon (404 not_found).
+  // true: allowed; false: 401/403, or no such route (404 not_found).
   const allowed = async (method, path) => {
     try {
       await api(method, path, {}, { probe: true });
       return true;
     } catch (e) {
-      if (e.status === 404 && e.code === "not_found") return null;
+      if (e.status === 404 && e.code === "not_found") return false;
       return !(e.status === 401 || e.status === 403);
     }
   };
@@ -223,9 +224,7 @@ async function probeScopes(id) {
     allowed("PUT", acctPath(id, "/plan")),
     allowed("POST", acctPath(id, `/debits/${enc("console-probe")}/refund`)),
   ]);
-  // A daemon without refunds: the form follows the grants' scope (both are operator
-  // adjustments), and a submission shows the daemon's refusal.
-  state.scopes = { admin: !!admin, billing: !!billing, plan: !!plan, refund: refund === null ? !!admin : refund };
+  state.scopes = { admin, billing, plan, refund };
   applyScopes();
 }
 
@@ -319,17 +318,10 @@ function renderAccount(a) {
   setText("balance-packs", b.packs ?? 0);
   setText("balance-held", a.held ?? b.held ?? 0);
 
-  // What the balance buys: the daemon's own figures, or worked out from the price list.
+  // What the balance buys: the daemon's own figures (available / price, rounded down).
   const aff = $("affordable");
   aff.replaceChildren();
-  let figures = a.affordable;
-  if (!figures && state.pricing) {
-    figures = {};
-    for (const [op, price] of Object.entries(state.pricing.operations || {})) {
-      figures[op] = price > 0 ? Math.floor(a.available / price) : null;
-    }
-  }
-  for (const [op, n] of Object.entries(figures || {})) {
+  for (const [op, n] of Object.entries(a.affordable || {})) {
     aff.append(el("li", { "data-operation": op }, el("strong", { text: n ?? "∞" }), ` ${op}`));
   }
 
@@ -338,7 +330,10 @@ function renderAccount(a) {
   if (al) {
     const th = (al.thresholds || []).map((t) => `${t}%`).join(", ") || "none";
     const fh = al.forecast_hours == null ? "off" : `${al.forecast_hours} h`;
-    $("alerts-settings").textContent = `Low-balance alerts at ${th}; forecast alert ${fh}.`;
+    const whose = (custom) => (custom ? "this account's" : "the config's");
+    $("alerts-settings").textContent =
+      `Low-balance alerts at ${th} (${whose(al.thresholds_custom)}); ` +
+      `forecast alert ${fh} (${whose(al.forecast_custom)}).`;
   }
 
   const holds = $("holds");
@@ -359,8 +354,7 @@ function renderAccount(a) {
   }
 
   const blocks = $("promo-blocks");
-  if (!("promo_blocks" in a)) emptyRow(blocks, 4, "This daemon has no promo credits.");
-  else if (!a.promo_blocks.length) emptyRow(blocks, 4, "No promo blocks.");
+  if (!(a.promo_blocks || []).length) emptyRow(blocks, 3, "No promo blocks.");
   else {
     blocks.replaceChildren(
       ...a.promo_blocks.map((p) =>
@@ -370,15 +364,13 @@ function renderAccount(a) {
           el("td", { text: p.grant_id }),
           el("td", { class: "num", text: p.credits }),
           el("td", { class: "nowrap", text: fmtTime(p.expires_at) }),
-          el("td", { text: p.reason || "" }),
         ),
       ),
     );
   }
 
   const members = $("members");
-  if (!("members" in a)) emptyRow(members, 3, "This daemon has no members.");
-  else if (!a.members.length) emptyRow(members, 3, "No members.");
+  if (!(a.members || []).length) emptyRow(members, 3, "No members.");
   else {
     members.replaceChildren(
       ...a.members.map((m) =>
@@ -423,7 +415,15 @@ function describe(e) {
     case "account_created":
       return `${e.plan || ""}`;
     case "refund":
-      return `of ${e.debit_key || ""}`;
+      return `of ${e.debit_key || ""}${e.operation ? ` (${e.operation})` : ""}`;
+    case "promo_expired":
+      return `promo ${e.grant_id || ""} expired`;
+    case "member_set":
+      return `${e.member} cap ${e.cap_per_period == null ? "none" : e.cap_per_period}`;
+    case "member_removed":
+      return `${e.member}`;
+    case "alerts_set":
+      return `thresholds ${(e.thresholds || []).join(", ")}`;
     default:
       return e.operation || e.bucket || "";
   }

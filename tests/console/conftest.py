@@ -34,6 +34,7 @@ Daemon = daemon_fixtures.Daemon
 raw = daemon_fixtures.raw
 
 READ_TOKEN = f"console-read-{uuid.uuid4().hex}"
+DEBIT_TOKEN = f"console-debit-{uuid.uuid4().hex}"
 ADMIN_TOKEN = f"console-admin-{uuid.uuid4().hex}"
 WIDE = (1280, 900)
 PHONE = (390, 844)
@@ -67,13 +68,19 @@ def daemon() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def token_daemon() -> Iterator[Any]:
-    """A daemon with two tokens: one that may only read, one admin."""
+    """A daemon with three tokens: one that may only read, one that may read and debit
+    (and so refund), one admin."""
     d = Daemon(
         f"""
 [[auth.tokens]]
 name = "console-reader"
 sha256 = "{hash_token(READ_TOKEN)}"
 scopes = ["read"]
+
+[[auth.tokens]]
+name = "console-debitor"
+sha256 = "{hash_token(DEBIT_TOKEN)}"
+scopes = ["debit", "read"]
 
 [[auth.tokens]]
 name = "console-admin"
@@ -209,74 +216,3 @@ def ok(url: str, method: str, path: str, body: Any = None, token: Optional[str] 
     status, data = api(url, method, path, body, token)
     assert 200 <= status < 300, (method, path, status, data)
     return data
-
-
-class Augmenting:
-    """An HTTP proxy in front of the daemon that adds the fields of SPEC section 5 (promo
-    blocks, `affordable`, members, alert settings, ledger `member`s) to its answers, as a
-    daemon of that edition sends them: the page must show them when they are there.
-    `sent` records the method, path and body of every request."""
-
-    def __init__(self, upstream: str, extra_account: Dict[str, Any], extra_entry: Dict[str, Any]) -> None:
-        import http.client
-        import http.server
-        import re
-        import socketserver
-        import threading
-
-        host = upstream.split("//", 1)[1]
-        self.sent: List[Tuple[str, str, Any]] = []
-        proxy = self
-        account_path = re.compile(r"^/v1/accounts/[^/?]+(\?.*)?$")
-        ledger_path = re.compile(r"^/v1/accounts/[^/?]+/ledger(\?.*)?$")
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def _handle(self) -> None:
-                n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n) if n else b""
-                proxy.sent.append((self.command, self.path, json.loads(body) if body else None))
-                conn = http.client.HTTPConnection(host, timeout=120)
-                fwd = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-                conn.request(self.command, self.path, body or None, fwd)
-                r = conn.getresponse()
-                data = r.read()
-                conn.close()
-                if r.status == 200 and self.command == "GET" and account_path.match(self.path):
-                    v = json.loads(data)
-                    v["balances"]["promo"] = extra_account["balances"]["promo"]
-                    for k, x in extra_account.items():
-                        if k != "balances":
-                            v[k] = x
-                    data = json.dumps(v).encode()
-                elif r.status == 200 and self.command == "GET" and ledger_path.match(self.path):
-                    v = json.loads(data)
-                    for e in v["entries"]:
-                        if e["kind"] == "debit":
-                            e.update(extra_entry)
-                    data = json.dumps(v).encode()
-                self.send_response(r.status)
-                for k, val in r.getheaders():
-                    if k.lower() not in ("content-length", "connection", "transfer-encoding", "date", "server"):
-                        self.send_header(k, val)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_HEAD = _handle
-
-        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()

@@ -1,7 +1,9 @@
 """The console (`GET /console`) in headless chromium against the real release daemon: what
 it shows is what the API says, its chart, ledger paging, feed and forms work, a
 read-only token sees no forms, it stays on its own origin, and it works from the
-keyboard and at phone width. The run writes docs/console.png (the account page, 1280 px).
+keyboard and at phone width. Everything runs against the daemon itself (promo blocks,
+members, refunds, `affordable` are the daemon's own). The run writes docs/console.png (the
+account page, 1280 px).
 """
 
 from __future__ import annotations
@@ -9,14 +11,14 @@ from __future__ import annotations
 import datetime as dt
 import html.parser
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
-from conftest import ADMIN_TOKEN, PHONE, READ_TOKEN, REPO, WIDE, Augmenting, Page, api, ok, raw
+from conftest import ADMIN_TOKEN, DEBIT_TOKEN, PHONE, READ_TOKEN, REPO, WIDE, Page, api, ok, raw
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -24,20 +26,50 @@ CSP = (
 )
 
 
-def debit(url: str, acct: str, op: str, qty: int = 1, key: str = "", token: Any = None) -> Any:
-    body = {"operation": op, "quantity": qty, "idempotency_key": key or f"{acct}-{op}-{qty}-{time.monotonic_ns()}"}
+def debit(
+    url: str, acct: str, op: str, qty: int = 1, key: str = "", token: Any = None, member: Optional[str] = None
+) -> Any:
+    body: Dict[str, Any] = {
+        "operation": op,
+        "quantity": qty,
+        "idempotency_key": key or f"{acct}-{op}-{qty}-{time.monotonic_ns()}",
+    }
+    if member:
+        body["member"] = member
     return ok(url, "POST", f"/v1/accounts/{acct}/debits", body, token)
 
 
-def busy_account(url: str, acct: str, token: Any = None) -> None:
-    """An account with a plan, a pack, debits of several operations and an open hold."""
+def later(days: float) -> str:
+    """An instant `days` from now, in UTC, to the minute (what the page's expiry box holds)."""
+    t = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0) + dt.timedelta(days=days)
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def busy_account(url: str, acct: str, token: Any = None) -> Dict[str, str]:
+    """An account as products use it: a plan, a pack, a promo block, two members (one
+    capped), debits of four operations naming them, a partial refund and an open hold.
+    Returns the debits' idempotency keys by operation."""
     ok(url, "POST", "/v1/accounts", {"id": acct, "plan": "growth"}, token)
     ok(url, "POST", f"/v1/accounts/{acct}/purchases", {"pack": "pack_100", "payment_ref": f"{acct}-p1"}, token)
-    debit(url, acct, "sample_image", 3, token=token)
-    debit(url, acct, "face_generation", 2, token=token)
-    debit(url, acct, "caption_generation", 4, token=token)
-    debit(url, acct, "video_generation", 1, token=token)
-    ok(url, "POST", f"/v1/accounts/{acct}/holds", {"operation": "sample_image", "idempotency_key": f"{acct}-h"}, token)
+    grant = {"bucket": "promo", "credits": 60, "expires_at": later(14), "reason": "launch promo", "idempotency_key": f"{acct}-g"}
+    ok(url, "POST", f"/v1/accounts/{acct}/grants", grant, token)
+    for member, cap in (("brand-a", 100), ("brand-b", None)):
+        body = {"cap_per_period": cap, "idempotency_key": f"{acct}-m-{member}"}
+        ok(url, "PUT", f"/v1/accounts/{acct}/members/{member}", body, token)
+    keys = {}
+    for op, qty, member in (
+        ("sample_image", 3, "brand-a"),
+        ("face_generation", 2, "brand-a"),
+        ("caption_generation", 4, "brand-b"),
+        ("video_generation", 1, "brand-b"),
+    ):
+        keys[op] = f"{acct}-{op}"
+        debit(url, acct, op, qty, key=keys[op], token=token, member=member)
+    refund = {"credits": 3, "reason": "blurry frames", "idempotency_key": f"{acct}-r"}
+    ok(url, "POST", f"/v1/accounts/{acct}/debits/{keys['video_generation']}/refund", refund, token)
+    hold = {"operation": "sample_image", "member": "brand-a", "idempotency_key": f"{acct}-h"}
+    ok(url, "POST", f"/v1/accounts/{acct}/holds", hold, token)
+    return keys
 
 
 def shown_numbers(page: Page) -> Dict[str, int]:
@@ -52,11 +84,46 @@ def api_numbers(a: Dict[str, Any]) -> Dict[str, int]:
     return {
         "available": a["available"],
         "balance-monthly": b["monthly"],
-        "balance-promo": b.get("promo", 0),
+        "balance-promo": b["promo"],
         "balance-free": b["free"],
         "balance-packs": b["packs"],
         "balance-held": a["held"],
     }
+
+
+def cells(row: Any) -> List[str]:
+    return [str(td.text).strip() for td in row.find_elements(By.TAG_NAME, "td")]
+
+
+def shown_blocks(page: Page) -> List[tuple]:
+    return [tuple(cells(r)[:2]) for r in page.tids("promo-row")]
+
+
+def api_blocks(a: Dict[str, Any]) -> List[tuple]:
+    return [(b["grant_id"], str(b["credits"])) for b in a["promo_blocks"]]
+
+
+def shown_members(page: Page) -> List[tuple]:
+    return [tuple(cells(r)) for r in page.tids("member-row")]
+
+
+def api_members(a: Dict[str, Any]) -> List[tuple]:
+    cap = lambda c: "none" if c is None else str(c)  # noqa: E731
+    return [(m["member"], str(m["used_this_period"]), cap(m["cap_per_period"])) for m in a["members"]]
+
+
+def shown_affordable(page: Page) -> Dict[str, str]:
+    chips = page.drv.find_elements(By.CSS_SELECTOR, "#affordable li[data-operation]")
+    return {c.get_attribute("data-operation"): str(c.text).split()[0] for c in chips}
+
+
+def everything_shown_is_the_apis(page: Page, a: Dict[str, Any]) -> bool:
+    return (
+        shown_numbers(page) == api_numbers(a)
+        and shown_blocks(page) == api_blocks(a)
+        and shown_members(page) == api_members(a)
+        and shown_affordable(page) == {op: str(n) for op, n in a["affordable"].items()}
+    )
 
 
 # ---- the page as served ----
@@ -104,21 +171,30 @@ def test_the_page_is_served_with_a_strict_policy_and_no_inline_code(daemon: Any)
 
 
 def test_the_numbers_on_the_page_are_the_apis_and_the_chart_has_todays_bars(page: Page, acct: str) -> None:
-    busy_account(page.url, acct)
+    keys = busy_account(page.url, acct)
     page.load()
     page.open(acct)
     a = ok(page.url, "GET", f"/v1/accounts/{acct}")
-    page.wait(lambda d: shown_numbers(page) == api_numbers(a), what="numbers")
+    page.wait(lambda d: everything_shown_is_the_apis(page, a), what="balances, promo blocks, members, affordable")
+    # The account is what busy_account made of it: all of it comes from the daemon.
+    assert a["balances"]["promo"] > 0 and len(a["promo_blocks"]) == 1
+    assert a["balances"]["promo"] == a["promo_blocks"][0]["credits"]
+    assert api_members(a) == [("brand-a", "22", "100"), ("brand-b", "9", "none")], a["members"]
+    prices = ok(page.url, "GET", "/v1/pricing")["operations"]
+    assert a["affordable"] == {op: a["available"] // p for op, p in prices.items()}
+    exp = page.tids("promo-row")[0].find_elements(By.TAG_NAME, "td")[2].text
+    assert exp.startswith(a["promo_blocks"][0]["expires_at"][:10]), exp
     assert page.text("status") == a["status"] == "active"
     assert page.text("plan") == a["plan"] == "growth"
     assert page.drv.find_element(By.ID, "next-reset").text.startswith(a["next_reset_at"][:10])
-    # What the balance buys: the daemon's figures, or available / price.
-    prices = ok(page.url, "GET", "/v1/pricing")["operations"]
-    want = a.get("affordable") or {op: a["available"] // p for op, p in prices.items()}
-    for op, n in want.items():
-        chip = page.drv.find_element(By.CSS_SELECTOR, f'#affordable li[data-operation="{op}"]')
-        assert chip.text.split()[0] == str(n), (op, chip.text)
     assert len(page.tids("hold-row")) == len(a["holds"]) == 1
+    assert "brand-a" in page.tids("hold-row")[0].text
+    assert "config" in page.drv.find_element(By.ID, "alerts-settings").text
+    # The ledger names the members and the refund.
+    rows = {r.get_attribute("data-kind"): r for r in page.tids("ledger-row")}
+    assert keys["video_generation"] in rows["refund"].text and "blurry frames" in rows["refund"].text
+    debits = [r.text for r in page.tids("ledger-row") if r.get_attribute("data-kind") == "debit"]
+    assert len(debits) == 4 and all("member brand-" in t for t in debits), debits
 
     # The chart: today's stacked bars, one per operation used, with the API's credits.
     today = dt.datetime.now(dt.timezone.utc).date()
@@ -210,10 +286,34 @@ def test_a_grant_made_on_the_page_is_in_the_books(page: Page, acct: str) -> None
     assert len(top["idempotency_key"]) >= 32, "a UUID from the page"
     page.wait(lambda d: shown_numbers(page) == api_numbers(after), what="the page shows the new balance")
     page.wait(lambda d: page.tids("ledger-row")[0].get_attribute("data-kind") == "grant")
-    # The promo bucket asks for its expiry.
+    page.check_stayed_home()
+
+
+def test_a_promo_grant_made_on_the_page_is_a_promo_block(page: Page, acct: str) -> None:
+    ok(page.url, "POST", "/v1/accounts", {"id": acct})
+    page.load()
+    page.open(acct)
+    # The promo bucket asks for its expiry (UTC, to the minute) and sends it as expires_at.
     assert not page.tid("grant-expires").is_displayed()
     Select(page.tid("grant-bucket")).select_by_value("promo")
     assert page.tid("grant-expires").is_displayed()
+    expires = later(10)
+    page.tid("grant-credits").send_keys("30")
+    page.tid("grant-reason").send_keys("launch promo")
+    page.drv.execute_script("arguments[0].value = arguments[1]", page.tid("grant-expires"), expires[:16])
+    page.tid("grant-submit").click()
+    page.wait(lambda d: d.find_element(By.ID, "notice").is_displayed(), what="the promo grant's notice")
+    assert not page.tid("error").is_displayed(), page.text("error")
+    a = ok(page.url, "GET", f"/v1/accounts/{acct}")
+    assert [(b["credits"], b["expires_at"]) for b in a["promo_blocks"]] == [(30, expires)], a["promo_blocks"]
+    assert a["balances"]["promo"] == 30
+    top = ok(page.url, "GET", f"/v1/accounts/{acct}/ledger?limit=1")["entries"][0]
+    assert (top["kind"], top["bucket"], top["credits"], top["expires_at"]) == ("grant", "promo", 30, expires)
+    assert top["grant_id"] == a["promo_blocks"][0]["grant_id"] and top["reason"] == "launch promo"
+    assert len(top["idempotency_key"]) >= 32, "a UUID from the page"
+    page.wait(lambda d: everything_shown_is_the_apis(page, a), what="the block on the page")
+    row = page.tids("promo-row")[0]
+    assert cells(row)[2].startswith(expires[:10]), cells(row)
     page.check_stayed_home()
 
 
@@ -233,14 +333,12 @@ def test_a_refused_action_shows_its_code_and_changes_nothing(page: Page, acct: s
         assert page.tid("error").find_element(By.XPATH, "ancestor::form").get_attribute("id") == "grant-form"
     assert ok(page.url, "GET", f"/v1/accounts/{acct}")["seq"] == seq
 
-    # A refund of a debit the account never made: the code the API gives, on the page.
-    body = {"reason": "no such debit", "idempotency_key": "r-1"}
-    status, answer = api(page.url, "POST", f"/v1/accounts/{acct}/debits/nope/refund", body)
-    assert status in (404, 409), (status, answer)
+    # A refund of a debit the account never made.
     page.tid("refund-key").send_keys("nope")
     page.tid("refund-reason").send_keys("no such debit")
     page.tid("refund-submit").click()
-    page.wait(lambda d: answer["error"]["code"] in page.text("error"), what="the refund's code")
+    page.wait(lambda d: "debit_not_found" in page.text("error"), what="the refund's code")
+    assert page.tid("error").get_attribute("data-code") == "debit_not_found"
     assert page.tid("error").find_element(By.XPATH, "ancestor::form").get_attribute("id") == "refund-form"
 
     # An unknown account: its code where the id was typed.
@@ -289,8 +387,10 @@ def test_purchase_and_plan_forms_and_the_live_feed(page: Page, acct: str) -> Non
 def test_the_keyboard_opens_an_account(page: Page, acct: str) -> None:
     ok(page.url, "POST", "/v1/accounts", {"id": acct})
     page.load()
-    # From the top of the page (nothing focused), Tab until the account id has the focus.
+    # From the top of the page (nothing focused; a click on the title puts the start of
+    # Tab's order there, wherever the autofocus had put it), Tab to the account id.
     page.drv.execute_script("document.activeElement && document.activeElement.blur()")
+    ActionChains(page.drv).move_to_element(page.drv.find_element(By.TAG_NAME, "h1")).click().perform()
     for _ in range(10):
         if page.drv.switch_to.active_element.get_attribute("data-testid") == "account-id":
             break
@@ -324,21 +424,57 @@ def test_it_reads_at_phone_width(page: Page, acct: str) -> None:
 # ---- tokens ----
 
 
-def test_with_tokens_it_asks_for_one_and_a_reader_sees_no_forms(page: Page, token_daemon: Any, acct: str) -> None:
+FORMS = ("grant-submit", "refund-submit", "purchase-submit", "plan-submit")
+
+
+def probe_answers(url: str, acct: str, token: str) -> Dict[str, int]:
+    """What the page's probes get: each form's route sent an empty body."""
+    routes = {
+        "grant-submit": ("POST", f"/v1/accounts/{acct}/grants"),
+        "refund-submit": ("POST", f"/v1/accounts/{acct}/debits/console-probe/refund"),
+        "purchase-submit": ("POST", f"/v1/accounts/{acct}/purchases"),
+        "plan-submit": ("PUT", f"/v1/accounts/{acct}/plan"),
+    }
+    return {form: api(url, m, p, {}, token)[0] for form, (m, p) in routes.items()}
+
+
+def use_token(page: Page, token: str, acct: str) -> None:
+    """A new tab's session: the prompt, the token, the account open."""
+    page.drv.execute_script("sessionStorage.clear()")
+    page.drv.refresh()
+    page.wait(lambda d: page.tid("token-input").is_displayed(), what="the token prompt")
+    page.tid("token-input").send_keys(token, Keys.ENTER)
+    page.wait_open(acct)
+
+
+def forms_shown(page: Page) -> Dict[str, bool]:
+    return {f: page.tid(f).is_displayed() for f in FORMS}
+
+
+def test_with_tokens_it_asks_for_one_and_each_form_follows_its_scope(page: Page, token_daemon: Any, acct: str) -> None:
     url = token_daemon.url
     status, _, headers = raw(url, "GET", "/v1/pricing")
     assert status == 401 and headers["www-authenticate"].startswith("Bearer")
-    busy_account(url, acct, token=ADMIN_TOKEN)
+    keys = busy_account(url, acct, token=ADMIN_TOKEN)
+    seq = ok(url, "GET", f"/v1/accounts/{acct}", token=ADMIN_TOKEN)["seq"]
+    # The daemon checks the scope before the body: 403 without it, 400 (the body) with it.
+    assert probe_answers(url, acct, READ_TOKEN) == {f: 403 for f in FORMS}
+    assert probe_answers(url, acct, DEBIT_TOKEN) == {
+        "grant-submit": 403, "refund-submit": 400, "purchase-submit": 403, "plan-submit": 403
+    }
+    assert probe_answers(url, acct, ADMIN_TOKEN) == {f: 400 for f in FORMS}
+
+    # read only: the account, no forms.
     page.url = url
     page.load(f"#account={acct}")
     page.wait(lambda d: page.tid("token-input").is_displayed(), what="the token prompt")
     page.tid("token-input").send_keys(READ_TOKEN, Keys.ENTER)
     page.wait_open(acct)
     a = ok(url, "GET", f"/v1/accounts/{acct}", token=READ_TOKEN)
-    page.wait(lambda d: shown_numbers(page) == api_numbers(a))
+    page.wait(lambda d: everything_shown_is_the_apis(page, a))
     page.wait(lambda d: d.find_element(By.ID, "actions-none").is_displayed(), what="the probes done")
-    for form in ("grant-submit", "refund-submit", "purchase-submit", "plan-submit", "grant-credits"):
-        assert not page.tid(form).is_displayed(), form
+    assert forms_shown(page) == {f: False for f in FORMS}
+    assert not page.tid("grant-credits").is_displayed()
     # Kept for the tab only.
     assert page.drv.execute_script("return sessionStorage.getItem('creditsd-console-token')") == READ_TOKEN
     assert page.drv.execute_script("return localStorage.length") == 0
@@ -347,82 +483,92 @@ def test_with_tokens_it_asks_for_one_and_a_reader_sees_no_forms(page: Page, toke
     api_calls = [r for r in page.requests if "/v1/" in r["url"]]
     assert any(r["headers"].get("Authorization") == f"Bearer {READ_TOKEN}" for r in api_calls)
     mutations = [r for r in api_calls if r["method"] != "GET"]
-    seq = a["seq"]
+    assert any(r["url"].endswith("/refund") for r in mutations), "the refund's scope was probed"
     assert ok(url, "GET", f"/v1/accounts/{acct}", token=READ_TOKEN)["seq"] == seq, "the probes changed nothing"
-    assert mutations, "the scopes were probed"
 
-    # An admin token (a new tab's session) sees every form, and its grant lands.
-    page.drv.execute_script("sessionStorage.clear()")
-    page.drv.refresh()
-    page.wait(lambda d: page.tid("token-input").is_displayed())
-    page.tid("token-input").send_keys(ADMIN_TOKEN, Keys.ENTER)
-    page.wait_open(acct)
+    # debit + read: the refund form and no other; its refund lands.
+    use_token(page, DEBIT_TOKEN, acct)
+    page.wait(lambda d: page.tid("refund-submit").is_displayed(), what="the refund form")
+    assert forms_shown(page) == {"grant-submit": False, "refund-submit": True, "purchase-submit": False, "plan-submit": False}
+    assert not page.drv.find_element(By.ID, "actions-none").is_displayed()
+    refund_on_page(page, keys["sample_image"], "3", "refunded by the debit token")
+    page.wait(lambda d: d.find_element(By.ID, "notice").is_displayed(), what="the refund's notice")
+    top = ok(url, "GET", f"/v1/accounts/{acct}/ledger?limit=1", token=READ_TOKEN)["entries"][0]
+    assert (top["kind"], top["debit_key"], top["credits"]) == ("refund", keys["sample_image"], 3)
+    assert top["seq"] == seq + 1
+    page.wait(lambda d: everything_shown_is_the_apis(page, ok(url, "GET", f"/v1/accounts/{acct}", token=READ_TOKEN)))
+
+    # admin: every form, and its grant lands.
+    use_token(page, ADMIN_TOKEN, acct)
     page.wait(lambda d: page.tid("grant-submit").is_displayed(), what="the forms")
-    for form in ("refund-submit", "purchase-submit", "plan-submit"):
-        assert page.tid(form).is_displayed(), form
+    assert forms_shown(page) == {f: True for f in FORMS}
     page.tid("grant-credits").send_keys("5")
     page.tid("grant-reason").send_keys("admin on the console")
     page.tid("grant-submit").click()
-    page.wait(lambda d: ok(url, "GET", f"/v1/accounts/{acct}", token=ADMIN_TOKEN)["seq"] == seq + 1)
+    page.wait(lambda d: ok(url, "GET", f"/v1/accounts/{acct}", token=ADMIN_TOKEN)["seq"] == seq + 2)
     page.check_stayed_home()
 
 
-# ---- the second edition's fields (SPEC section 5) ----
-
-PROMO_ACCOUNT = {
-    "balances": {"promo": 30},
-    "promo_blocks": [
-        {"grant_id": "g12", "credits": 30, "expires_at": "2027-01-15T00:00:00Z", "reason": "launch promo"}
-    ],
-    "affordable": {"face_generation": 777, "sample_image": 16, "video_generation": 6, "caption_generation": 50},
-    "members": [
-        {"member": "brand-a", "cap_per_period": 100, "used_this_period": 12},
-        {"member": "brand-b", "cap_per_period": None, "used_this_period": 0},
-    ],
-    "alerts": {"thresholds": [25, 10, 0], "forecast_hours": 24},
-}
+# ---- refunds ----
 
 
-def test_the_second_editions_fields_are_shown_when_the_daemon_sends_them(page: Page, daemon: Any, acct: str) -> None:
+def refund_on_page(page: Page, key: str, credits: str, reason: str) -> None:
+    page.tid("refund-key").clear()
+    page.tid("refund-key").send_keys(key)
+    page.tid("refund-credits").clear()
+    if credits:
+        page.tid("refund-credits").send_keys(credits)
+    page.tid("refund-reason").clear()
+    page.tid("refund-reason").send_keys(reason)
+    page.tid("refund-submit").click()
 
-    ok(daemon.url, "POST", "/v1/accounts", {"id": acct})
-    debit(daemon.url, acct, "sample_image", 2)
-    proxy = Augmenting(daemon.url, PROMO_ACCOUNT, {"member": "brand-a", "taken": {"promo:g12": 6}})
-    try:
-        page.url = proxy.url
-        page.load(f"#account={acct}")
-        page.wait_open(acct)
-        assert page.text("balance-promo") == "30"
-        rows = page.tids("promo-row")
-        assert len(rows) == 1 and "g12" in rows[0].text and "launch promo" in rows[0].text
-        for op, n in PROMO_ACCOUNT["affordable"].items():
-            chip = page.drv.find_element(By.CSS_SELECTOR, f'#affordable li[data-operation="{op}"]')
-            assert chip.text.split()[0] == str(n), "the daemon's figure, not one worked out"
-        members = [r.text for r in page.tids("member-row")]
-        assert len(members) == 2 and "brand-a" in members[0] and "12" in members[0] and "100" in members[0]
-        assert "none" in members[1]
-        assert "24 h" in page.drv.find_element(By.ID, "alerts-settings").text
-        debit_row = [r for r in page.tids("ledger-row") if r.get_attribute("data-kind") == "debit"][0]
-        assert "member brand-a" in debit_row.text
 
-        # A promo grant sends its expiry, in UTC; the answer (a refusal on a daemon
-        # without promo credits) is shown either way.
-        Select(page.tid("grant-bucket")).select_by_value("promo")
-        page.tid("grant-credits").send_keys("30")
-        page.tid("grant-reason").send_keys("launch promo")
-        page.drv.execute_script("arguments[0].value = '2027-01-15T00:00'", page.tid("grant-expires"))
-        page.tid("grant-submit").click()
-        page.wait(
-            lambda d: page.tid("error").is_displayed() or d.find_element(By.ID, "notice").is_displayed(),
-            what="the promo grant's answer",
-        )
-        grants = [b for m, p, b in proxy.sent if m == "POST" and p.endswith("/grants") and b]
-        sent = grants[-1]
-        assert sent["bucket"] == "promo" and sent["expires_at"] == "2027-01-15T00:00:00Z", sent
-        assert sent["credits"] == 30 and len(sent["idempotency_key"]) >= 32
-        page.check_stayed_home()
-    finally:
-        proxy.close()
+def test_a_refund_made_on_the_page_is_in_the_books_and_a_refused_one_shows_its_code(page: Page, acct: str) -> None:
+    ok(page.url, "POST", "/v1/accounts", {"id": acct, "plan": "starter"})
+    ok(page.url, "PUT", f"/v1/accounts/{acct}/members/brand-a", {"cap_per_period": 50, "idempotency_key": f"{acct}-m"})
+    key = f"{acct}-faces"
+    debit(page.url, acct, "face_generation", 2, key=key, member="brand-a")  # 10 credits
+    debit(page.url, acct, "sample_image", 1)
+    page.load()
+    page.open(acct)
+    page.wait(lambda d: page.tid("refund-submit").is_displayed(), what="the refund form")
+
+    # Part of it: 4 of the 10 credits, back where they came from, and the member's use too.
+    refund_on_page(page, key, "4", "two faces were wrong")
+    page.wait(lambda d: d.find_element(By.ID, "notice").is_displayed(), what="the refund's notice")
+    assert "Refunded 4 credits" in page.drv.find_element(By.ID, "notice").text
+    a = ok(page.url, "GET", f"/v1/accounts/{acct}")
+    top = ok(page.url, "GET", f"/v1/accounts/{acct}/ledger?limit=1")["entries"][0]
+    assert (top["kind"], top["debit_key"], top["credits"], top["reason"]) == ("refund", key, 4, "two faces were wrong")
+    assert top["member"] == "brand-a" and len(top["idempotency_key"]) >= 32
+    assert top["balance_after"]["available"] == a["available"]
+    assert api_members(a) == [("brand-a", "6", "50")]
+    page.wait(lambda d: everything_shown_is_the_apis(page, a), what="the page shows the refund")
+    page.wait(lambda d: page.tids("ledger-row")[0].get_attribute("data-kind") == "refund")
+    assert key in page.tids("ledger-row")[0].text
+    seq = a["seq"]
+
+    # More than is left (6): refund_exceeds_debit, with what is refundable; nothing changes.
+    refund_on_page(page, key, "7", "too much")
+    page.wait(lambda d: page.tid("error").is_displayed(), what="the refusal")
+    assert page.tid("error").get_attribute("data-code") == "refund_exceeds_debit", page.text("error")
+    assert "refund_exceeds_debit" in page.text("error") and "refundable: 6" in page.text("error")
+    assert page.tid("error").find_element(By.XPATH, "ancestor::form").get_attribute("id") == "refund-form"
+    # A key no debit of the account has: debit_not_found.
+    refund_on_page(page, f"{acct}-never", "", "no such debit")
+    page.wait(lambda d: page.tid("error").get_attribute("data-code") == "debit_not_found", what="debit_not_found")
+    assert "debit_not_found" in page.text("error")
+    assert ok(page.url, "GET", f"/v1/accounts/{acct}")["seq"] == seq
+
+    # The rest (credits left empty): the debit is wholly given back.
+    refund_on_page(page, key, "", "the rest")
+    page.wait(lambda d: not page.tid("error").is_displayed() and d.find_element(By.ID, "notice").is_displayed())
+    a = ok(page.url, "GET", f"/v1/accounts/{acct}")
+    top = ok(page.url, "GET", f"/v1/accounts/{acct}/ledger?limit=1")["entries"][0]
+    assert (top["kind"], top["credits"], a["seq"]) == ("refund", 6, seq + 1)
+    assert api_members(a) == [("brand-a", "0", "50")]
+    page.wait(lambda d: everything_shown_is_the_apis(page, a), what="the page shows the second refund")
+    page.check_stayed_home()
 
 
 def test_a_retry_of_the_same_submission_sends_the_same_key(page: Page, acct: str) -> None:
