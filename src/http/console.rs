@@ -11,7 +11,6 @@ use hyper::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::Response;
 
 use super::error::ApiError;
-use super::routes::Resp;
 
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
 img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
@@ -47,7 +46,7 @@ pub fn asset(path: &str) -> Result<&'static Asset, ApiError> {
     }
 }
 
-pub fn response(a: &'static Asset) -> Resp {
+pub fn response(a: &'static Asset) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(a.body)));
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(a.content_type));
