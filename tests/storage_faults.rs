@@ -34,7 +34,10 @@ fn mount_tmpfs(at: &Path, size: &str) -> bool {
 #[test]
 fn a_full_disk_is_fail_stop_and_the_books_are_whole_after_restart() {
     let mut mounted = false;
-    let mut d = Daemon::start_with("", |data| mounted = mount_tmpfs(data, "3m"));
+    // Segments of 256 KiB: the default 64 MiB would not fit at all.
+    let mut d = Daemon::start_with("[storage]\nsegment_bytes = 262144\n", |data| {
+        mounted = mount_tmpfs(data, "3m")
+    });
     if !mounted {
         // Mounting needs root (CI containers and this project's sandbox run as root).
         eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
@@ -138,7 +141,7 @@ fn a_corrupt_record_fails_its_account_only() {
     }
     // SIGKILL, so that no shutdown snapshot covers the debit: activation must read it.
     d.kill9();
-    // Opening the store replays the write-ahead group records onto their own keys, where
+    // Opening the store replays the write-ahead log records onto their own keys, where
     // the bytes are then flipped.
     drop(creditsd::store::SledStore::open(&d.data_dir(), 1 << 20).unwrap());
     {
