@@ -218,7 +218,7 @@ fn a_graceful_stop_leaves_nothing_to_replay() {
 /// anything over 128 KiB to a blob file of its own, which was ten times slower. The books
 /// survive a SIGKILL after the sync.
 #[test]
-fn big_groups_are_written_as_small_records_not_blob_files() {
+fn big_groups_go_to_the_log_and_make_no_sled_blob_files() {
     let mut d = Daemon::start("[storage]\ndurability = \"periodic\"\nflush_interval_ms = 200");
     for i in 0..10 {
         d.create(&format!("g{i}"), "agency");
