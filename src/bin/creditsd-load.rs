@@ -240,9 +240,9 @@ struct DebitAnswer {
     credits: u64,
     #[serde(default)]
     account: String,
-    /// The HTTP status of a batch item (a single answer's `status` is the account's).
+    /// The HTTP status of a batch item (`status` is the account's).
     #[serde(default)]
-    status: serde_json::Value,
+    code: serde_json::Value,
 }
 
 #[derive(Deserialize)]
@@ -548,13 +548,13 @@ async fn drive(
             match serde_json::from_slice::<BatchAnswer>(&bytes) {
                 Ok(a) if a.results.len() == picked.len() => {
                     for (r, i) in a.results.iter().zip(&picked) {
-                        if r.status == 200u16 {
+                        if r.code == 200u16 {
                             debug_assert_eq!(r.account, account_id(&args, *i));
                             t.debits_ok += 1;
                             *t.credits.entry(*i).or_default() += r.credits;
                         } else {
                             *t.refused
-                                .entry(r.status.as_u64().unwrap_or(0) as u16)
+                                .entry(r.code.as_u64().unwrap_or(0) as u16)
                                 .or_default() += 1;
                         }
                     }
