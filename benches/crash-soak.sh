@@ -133,6 +133,7 @@ for round_ in range(kills):
     lock = threading.Lock()
     round_acked = []
     lost = []
+    errors = []
     stop = threading.Event()
     def client(t):
         r = random.Random(rng.random())
@@ -151,7 +152,10 @@ for round_ in range(kills):
                     lost.append((key, account, body))
                 return
             if s != 200 or v.get("duplicate"):
-                fail(f"unexpected answer to {key}: {s} {v}")
+                with lock:
+                    errors.append(f"unexpected answer to {key}: {s} {v}")
+                    lost.append((key, account, body))
+                return
             with lock:
                 record(key, account, body, v["credits"])
                 round_acked.append(key)
@@ -164,6 +168,8 @@ for round_ in range(kills):
     stop.set()
     for th in threads:
         th.join()
+    if errors:
+        fail(f"kill {round_ + 1}: {errors[0]}")
     unanswered = lost
     if (round_ + 1) % audit_every == 0:
         copy = os.path.join(work, "crashed")
