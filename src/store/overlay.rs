@@ -124,10 +124,10 @@ struct State {
     active_since: Option<Instant>,
     /// Oldest first; reads see them all, the checkpointer takes the front one.
     frozen: VecDeque<Arc<Layer>>,
-    /// How many of the front of `frozen` have their group records written, so may be
+    /// How many of the front of `frozen` have their log records written, so may be
     /// checkpointed.
     ready: usize,
-    /// The writes since the last group record, encoded (see `encode_op`)...
+    /// The writes since the last group commit, encoded (see `encode_op`)...
     pending: Vec<u8>,
     /// ...and where each commit in it ends: records are cut only there.
     cuts: Vec<usize>,
@@ -149,9 +149,9 @@ impl State {
 }
 
 struct Groups {
-    /// The next group record's number.
+    /// The next log record's number.
     next: u64,
-    /// The first group record that no frozen layer covers yet.
+    /// The first log record that no frozen layer covers yet.
     unfrozen: u64,
 }
 

@@ -1,5 +1,5 @@
 //! `Store` over one sled tree. Each mutation's writes (its events, idempotency records,
-//! feed entries, snapshot, totals) are one overlay commit, so they land in one group record
+//! feed entries, snapshot, totals) are one overlay commit, so they land in one log record
 //! together or not at all (`overlay.rs`).
 
 use std::ops::Bound;
