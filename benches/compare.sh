@@ -11,6 +11,12 @@
 #
 #   benches/compare.sh                     # ROUNDS=3 SECS=10 by default
 #   ROUNDS=5 SECS=20 benches/compare.sh
+#   PEERS=0 benches/compare.sh             # creditsd and bare hyper only (no Redis/PostgreSQL)
+#   BEFORE=/path/to/old/bin benches/compare.sh   # also an older creditsd build (its
+#                                          # `creditsd` binary there), alternated with this one
+#
+# creditsd rows also give the daemon's CPU µs and bytes written to disk per debit (from
+# /proc/<pid>/io write_bytes over the run, so a checkpoint that falls in the run counts).
 #
 # Needs root (or sudo) only to install missing Debian packages: redis-server, redis-tools,
 # postgresql (pgbench comes with it). Redis and PostgreSQL are driven by their own
@@ -23,6 +29,8 @@ CONNS=50
 ACCOUNTS=10000
 REDIS_ALWAYS_N=${REDIS_ALWAYS_N:-60000}
 REDIS_EVERYSEC_N=${REDIS_EVERYSEC_N:-400000}
+PEERS=${PEERS:-1}
+BEFORE=${BEFORE:-}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -50,12 +58,15 @@ need_pkg() { # command package...
     [ "$(id -u)" -eq 0 ] || sudo=sudo
     $sudo apt-get install -y -q "${@:2}" >/dev/null
 }
-need_pkg redis-server redis-server
-need_pkg redis-benchmark redis-tools
-need_pkg pgbench postgresql
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+if [ "$PEERS" = 1 ]; then
+    need_pkg redis-server redis-server
+    need_pkg redis-benchmark redis-tools
+    need_pkg pgbench postgresql
+    PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+fi
 
-(cd "$ROOT" && cargo build --release --quiet --bin creditsd --bin creditsd-load --example hello)
+[ -n "${NO_BUILD:-}" ] || (cd "$ROOT" && cargo build --release --quiet --bin creditsd --bin creditsd-load --example hello)
+declare -A SERVER_PID=()
 
 wait_port() { # port
     for _ in $(seq 1 100); do
@@ -68,12 +79,13 @@ wait_port() { # port
 
 # --- servers ---------------------------------------------------------------------------
 
-start_creditsd() { # name port durability
+start_creditsd() { # name port durability [bin dir]
     mkdir -p "$WORK/$1"
     printf '[storage]\ndurability = "%s"\n' "$3" >"$WORK/$1/config.toml"
-    "$BIN/creditsd" serve --config "$WORK/$1/config.toml" --listen "127.0.0.1:$2" \
+    "${4:-$BIN}/creditsd" serve --config "$WORK/$1/config.toml" --listen "127.0.0.1:$2" \
         --data-dir "$WORK/$1/data" 2>"$WORK/$1/log" &
     PIDS+=($!)
+    SERVER_PID[$2]=$!
     wait_port "$2"
     "$BIN/creditsd-load" --addr "127.0.0.1:$2" -a $ACCOUNTS --setup-only >/dev/null
 }
@@ -117,20 +129,21 @@ SQL
 # --- one measurement each: prints "ops_per_s p50_ms p99_ms" ------------------------------
 
 load_json() { # jq-free extraction of our JSON line
-    python3 -c 'import json,sys; j=json.loads(sys.stdin.read().strip().splitlines()[-1]); print(j["ok_per_s"], j["p50_ms"], j["p99_ms"], "ok" if j["balanced"] and j["transport_errors"]==0 else "BOOKS")'
+    python3 -c 'import json,sys; j=json.loads(sys.stdin.read().strip().splitlines()[-1]); print(j["ok_per_s"], j["p50_ms"], j["p99_ms"], "ok" if j["balanced"] and j["transport_errors"]==0 else "BOOKS", j.get("cpu_us_per_debit") or "-", j.get("bytes_per_debit") or "-")'
 }
 
 run_creditsd() { # port [extra args]
     local port=$1
     shift
-    "$BIN/creditsd-load" --addr "127.0.0.1:$port" -a $ACCOUNTS --skip-setup -d "$SECS" --json "$@" | load_json
+    "$BIN/creditsd-load" --addr "127.0.0.1:$port" -a $ACCOUNTS --skip-setup -d "$SECS" --json \
+        --pid "${SERVER_PID[$port]}" "$@" | load_json
 }
 
 run_hello() { # port
     "$BIN/creditsd-load" --addr "127.0.0.1:$1" -c $CONNS -a $ACCOUNTS -d "$SECS" --json \
         --path /v1/accounts/x/debits \
         --template '{"account":"{account}","operation":"caption_generation","idempotency_key":"{key}"}' |
-        python3 -c 'import json,sys; j=json.loads(sys.stdin.read().strip().splitlines()[-1]); print(j["ok_per_s"], j["p50_ms"], j["p99_ms"], "ok")'
+        python3 -c 'import json,sys; j=json.loads(sys.stdin.read().strip().splitlines()[-1]); print(j["ok_per_s"], j["p50_ms"], j["p99_ms"], "ok", "-", "-")'
 }
 
 run_redis() { # port n
@@ -158,7 +171,7 @@ for f in glob.glob(d + "/pgbench_log.*"):
 lat.sort()
 tps = float(re.search(r"tps = ([0-9.]+)", open(d + "/out").read()).group(1))
 q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]
-print(f"{tps:.1f} {q(0.5):.3f} {q(0.99):.3f} ok")
+print(f"{tps:.1f} {q(0.5):.3f} {q(0.99):.3f} ok - -")
 PY
 }
 
@@ -170,15 +183,25 @@ start_creditsd periodic 18702 periodic
 "$BIN/examples/hello" 127.0.0.1:18703 2>/dev/null &
 PIDS+=($!)
 wait_port 18703
-start_redis redis-always 18704 always
-start_redis redis-everysec 18705 everysec
-start_postgres 18706
-
-SYSTEMS=(sync batch periodic hello redis-always redis-everysec postgres)
+SYSTEMS=(sync batch periodic hello)
+if [ -n "$BEFORE" ]; then
+    start_creditsd before-sync 18707 sync "$BEFORE"
+    start_creditsd before-periodic 18708 periodic "$BEFORE"
+    SYSTEMS=(sync before-sync batch before-batch periodic before-periodic hello)
+fi
+if [ "$PEERS" = 1 ]; then
+    start_redis redis-always 18704 always
+    start_redis redis-everysec 18705 everysec
+    start_postgres 18706
+    SYSTEMS+=(redis-always redis-everysec postgres)
+fi
 declare -A LABEL=(
     [sync]="creditsd sync (single debits)"
     [batch]="creditsd sync, batches of 1000 (8 conns)"
     [periodic]="creditsd periodic (single debits)"
+    [before-sync]="before: creditsd sync (single debits)"
+    [before-batch]="before: creditsd sync, batches of 1000 (8 conns)"
+    [before-periodic]="before: creditsd periodic (single debits)"
     [hello]="bare hyper hello-world POST"
     [redis-always]="Redis 7 Lua, AOF always"
     [redis-everysec]="Redis 7 Lua, AOF everysec"
@@ -192,6 +215,9 @@ for round in $(seq 1 "$ROUNDS"); do
             sync) r=$(run_creditsd 18701 -c $CONNS) ;;
             batch) r=$(run_creditsd 18701 -c 8 -b 1000) ;;
             periodic) r=$(run_creditsd 18702 -c $CONNS) ;;
+            before-sync) r=$(run_creditsd 18707 -c $CONNS) ;;
+            before-batch) r=$(run_creditsd 18707 -c 8 -b 1000) ;;
+            before-periodic) r=$(run_creditsd 18708 -c $CONNS) ;;
             hello) r=$(run_hello 18703) ;;
             redis-always) r=$(run_redis 18704 "$REDIS_ALWAYS_N") ;;
             redis-everysec) r=$(run_redis 18705 "$REDIS_EVERYSEC_N") ;;
@@ -206,18 +232,26 @@ python3 - "$RESULTS" "$ROUNDS" "$SECS" <<PY
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    s, ops, p50, p99, books = line.split()
-    rows.setdefault(s, []).append((float(ops), float(p50), float(p99), books))
+    s, ops, p50, p99, books, cpu, written = line.split()
+    rows.setdefault(s, []).append((float(ops), float(p50), float(p99), books, cpu, written))
+def med_of(v, i):
+    xs = [float(r[i]) for r in v if r[i] != "-"]
+    return statistics.median(xs) if xs else None
 med = {s: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v),
-           statistics.median(r[2] for r in v), all(r[3] == "ok" for r in v)) for s, v in rows.items()}
+           statistics.median(r[2] for r in v), all(r[3] == "ok" for r in v),
+           med_of(v, 4), med_of(v, 5)) for s, v in rows.items()}
 label = {$(for s in "${SYSTEMS[@]}"; do printf '"%s": "%s", ' "$s" "${LABEL[$s]}"; done)}
-hello, ra, re_ = med["hello"][0], med["redis-always"][0], med["redis-everysec"][0]
+hello = med["hello"][0]
+ra = med.get("redis-always", (None,))[0]
+re_ = med.get("redis-everysec", (None,))[0]
+ratio = lambda ops, base: f"{ops/base:.2f}" if base else "–"
+num = lambda x, f: format(x, f) if x is not None else "–"
 print(f"Medians of {sys.argv[2]} alternating rounds of {sys.argv[3]} s; 50 connections, 10,000 accounts uniform.")
 print()
-print("| system | debits/s | p50 ms | p99 ms | × bare hyper | × Redis always | × Redis everysec |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+print("| system | debits/s | p50 ms | p99 ms | CPU µs/debit | bytes written/debit | × bare hyper | × Redis always | × Redis everysec |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for s in rows:
-    ops, p50, p99, ok = med[s]
+    ops, p50, p99, ok, cpu, written = med[s]
     note = "" if ok else " (books!)"
-    print(f"| {label[s]}{note} | {ops:,.0f} | {p50:.2f} | {p99:.2f} | {ops/hello:.2f} | {ops/ra:.2f} | {ops/re_:.2f} |")
+    print(f"| {label[s]}{note} | {ops:,.0f} | {p50:.2f} | {p99:.2f} | {num(cpu, '.1f')} | {num(written, ',.0f')} | {ops/hello:.2f} | {ratio(ops, ra)} | {ratio(ops, re_)} |")
 PY

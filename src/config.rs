@@ -93,6 +93,9 @@ pub struct StorageConfig {
     pub checkpoint_layers_max: usize,
     /// Keys the active layer may hold while every frozen layer waits (count).
     pub checkpoint_active_keys_max: usize,
+    /// Write-ahead log segments (`<path>/log/*.seg`) are preallocated to this size, and a
+    /// new one starts when a group commit does not fit (bytes).
+    pub segment_bytes: u64,
 }
 
 /// `[actors]`: one task per account.
@@ -468,6 +471,7 @@ impl Default for StorageConfig {
             checkpoint_after_ms: 1000,
             checkpoint_layers_max: 2,
             checkpoint_active_keys_max: 2_000_000,
+            segment_bytes: 64 << 20,
         }
     }
 }
@@ -626,6 +630,7 @@ impl Config {
                 "storage.idempotency_prune_interval_ms",
                 self.storage.idempotency_prune_interval_ms,
             ),
+            ("storage.segment_bytes", self.storage.segment_bytes),
             ("actors.mailbox_max", self.actors.mailbox_max as u64),
             ("actors.parked_max", self.actors.parked_max as u64),
             ("actors.sweep_interval_ms", self.actors.sweep_interval_ms),

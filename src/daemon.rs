@@ -37,7 +37,6 @@ pub fn check_exposure(config: &Config) -> Result<(), String> {
 }
 
 pub fn open_store(config: &Config) -> Result<Arc<SledStore>, StorageError> {
-    let kv = crate::store::kv::SledKv::open(&config.storage.path, config.storage.cache_bytes)?;
     let s = &config.storage;
     let options = crate::store::sled_store::Options {
         tuning: crate::store::overlay::Tuning {
@@ -46,10 +45,11 @@ pub fn open_store(config: &Config) -> Result<Arc<SledStore>, StorageError> {
             frozen_max: s.checkpoint_layers_max,
             active_keys_max: s.checkpoint_active_keys_max,
             record_bytes_max: crate::store::overlay::RECORD_BYTES_MAX,
+            segment_bytes: s.segment_bytes,
         },
         checkpointer_thread: true,
     };
-    SledStore::open_on(Arc::new(kv), options).map(Arc::new)
+    SledStore::open_dir(&s.path, s.cache_bytes, options).map(Arc::new)
 }
 
 /// Why the daemon could not start: a message, and the exit code that tells it apart.

@@ -3,7 +3,7 @@
 //!
 //! The log of an account is cut at a prune point P: the state at P (a replay of the
 //! previous base plus the events up to P) is written as the account's base snapshot
-//! (`B‖account`) and the events up to P are deleted, in one atomic commit (one group record). P only ever
+//! (`B‖account`) and the events up to P are deleted, in one atomic commit (one log record). P only ever
 //! lies strictly below the latest snapshot's seq, where the account's actor never reads
 //! or writes, so the pruner needs no actor and never activates an account: activation
 //! keeps reading snapshot + tail, and the audit replays base + log. Knows the store, not

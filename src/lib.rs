@@ -2,7 +2,8 @@
 //!
 //! Map (see ARCHITECTURE.md for the invariants):
 //! - `domain`: the pure books: credits, calendar, decide/record/apply, alerts. No I/O.
-//! - `store`: the `Store` trait over a `Kv` engine (sled), the records and their codec,
+//! - `store`: the `Store` trait over a `Kv` engine (sled) and the segment log (the
+//!   write-ahead log, its files behind `LogFiles`), the records and their codec,
 //!   the one recovery function, the group-commit journal.
 //! - `actor`: the account core (one message at a time, synchronous), the task around it,
 //!   its messages, the registry that finds or starts it.

@@ -129,7 +129,7 @@ fn describe() {
     describe_histogram!(
         RECOVERY_DURATION_SECONDS,
         Unit::Seconds,
-        "Time to open the store at start (group records replayed)."
+        "Time to open the store at start (write-ahead log records replayed)."
     );
     describe_counter!(
         MAILBOX_REJECTIONS_TOTAL,

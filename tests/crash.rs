@@ -178,12 +178,12 @@ fn every_acknowledged_debit_survives_sigkill_exactly_once() {
     );
 }
 
-/// A graceful stop closes the store: the checkpointer writes every layer and the group
-/// records are gone, so the next start replays nothing. After a SIGKILL the books are the
+/// A graceful stop closes the store: the checkpointer writes every layer and covers every
+/// log record, so the next start replays nothing. After a SIGKILL the books are the
 /// same whether or not records were left to replay.
 #[test]
 fn a_graceful_stop_leaves_nothing_to_replay() {
-    const REPLAYED: &str = "replayed the write-ahead group records";
+    const REPLAYED: &str = "replayed the write-ahead log records";
     let mut d = Daemon::start("");
     d.create("a", "agency");
     for i in 0..30 {
@@ -214,11 +214,11 @@ fn a_graceful_stop_leaves_nothing_to_replay() {
 }
 
 /// A big group commit (here one batch of 1000 debits in `periodic` mode, so that they all
-/// share one sync) is written as several small sled records: sled 0.34 writes anything
-/// over 128 KiB to a blob file of its own, which was ten times slower. The books survive
-/// a SIGKILL after the sync either way.
+/// share one sync) is one write to the segment log, never a sled item: sled 0.34 writes
+/// anything over 128 KiB to a blob file of its own, which was ten times slower. The books
+/// survive a SIGKILL after the sync.
 #[test]
-fn big_groups_are_written_as_small_records_not_blob_files() {
+fn big_groups_go_to_the_log_and_make_no_sled_blob_files() {
     let mut d = Daemon::start("[storage]\ndurability = \"periodic\"\nflush_interval_ms = 200");
     for i in 0..10 {
         d.create(&format!("g{i}"), "agency");

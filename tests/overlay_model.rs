@@ -1,16 +1,17 @@
 //! The write-ahead overlay (`store/overlay.rs`) against a model: two maps, `committed`
-//! (every write so far) and `durable` (the writes as of the last group record and flush).
+//! (every write so far) and `durable` (the writes as of the last group commit: its
+//! records appended to the segment log and fdatasynced).
 //!
 //! Random sequences of puts, deletes, multi-write commits, compare-and-deletes, group
 //! writes, checkpoints, crashes and clean restarts run on a real sled database with tiny
 //! freeze thresholds, so layers freeze and are checkpointed every few steps. After every
 //! step, `get` of every key and `range` (both directions, whole and bounded, with limits)
 //! must answer exactly `committed`. After a crash (the overlay dropped without writing its
-//! pending group), recovery must replay every group record left and answer exactly
-//! `durable`: nothing acknowledged is lost, and nothing that never reached a group record
-//! comes back, even when a checkpoint had already written some keys into sled. The same
-//! holds after a harsher crash that also loses sled's writes since its last flush (the
-//! database directory put back as it was then), such as a checkpoint not yet flushed.
+//! pending group), recovery must replay every log record sled does not cover and answer
+//! exactly `durable`: nothing acknowledged is lost, and nothing that never reached a log
+//! record comes back, even when a checkpoint had already written some keys into sled. The
+//! same holds after a harsher crash that puts the whole data directory (sled and the log
+//! beneath it) back as it was at the last group commit.
 //!
 //! No checkpointer thread runs: the test calls `checkpoint_ready` itself, so every run is
 //! deterministic and a failure shrinks to a short sequence.
@@ -26,7 +27,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use creditsd::store::kv::{sled_range, Kv, KvIter};
-use creditsd::store::overlay::{Entry, Overlay, Tuning, Value, GROUP};
+use creditsd::store::overlay::{covered, Entry, Overlay, Tuning, Value, GROUP};
+use creditsd::store::segment_log::FsLogFiles;
 use creditsd::store::StorageError;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -143,6 +145,7 @@ fn tuning() -> impl Strategy<Value = Tuning> {
         frozen_max,
         active_keys_max: usize::MAX,
         record_bytes_max: creditsd::store::overlay::RECORD_BYTES_MAX,
+        segment_bytes: 256,
     })
 }
 
@@ -197,8 +200,16 @@ impl Kv for DbKv {
     }
 }
 
-fn group_records(db: &sled::Db) -> usize {
-    db.scan_prefix([GROUP]).count()
+/// Group records of an earlier release (`L‖n`) in sled.
+fn legacy_group_records(db: &sled::Db) -> usize {
+    db.scan_prefix([GROUP])
+        .filter(|r| r.as_ref().unwrap().0.len() == 9)
+        .count()
+}
+
+/// The log beneath the data directory, as the store keeps it.
+fn log_files(dir: &Path) -> Box<FsLogFiles> {
+    Box::new(FsLogFiles::open(&dir.join("log")).unwrap())
 }
 
 /// Everything the overlay answers must be exactly `model`.
@@ -284,13 +295,24 @@ fn open_db(dir: &Path) -> sled::Db {
 }
 
 /// Opens sled and recovers the overlay, as `SledStore::open` does; recovery must replay
-/// every group record it finds and leave none.
+/// every log record sled does not cover, and cover them all.
 fn open(dir: &Path, tuning: Tuning) -> Result<(sled::Db, Arc<Overlay>), TestCaseError> {
     let db = open_db(dir);
-    let records = group_records(&db);
-    let (overlay, replayed) = Overlay::recover(Arc::new(DbKv(db.clone())), tuning).unwrap();
-    prop_assert_eq!(replayed, records, "replayed group records");
-    prop_assert_eq!(group_records(&db), 0, "group records left after recovery");
+    let kv = Arc::new(DbKv(db.clone()));
+    let (overlay, _) = Overlay::recover(kv.clone(), log_files(dir), tuning).unwrap();
+    prop_assert_eq!(
+        legacy_group_records(&db),
+        0,
+        "legacy records left after recovery"
+    );
+    let segments = overlay.segments();
+    let covered = covered(&*kv).unwrap();
+    prop_assert!(
+        segments.iter().rev().skip(1).all(|&s| s <= covered),
+        "records uncovered after recovery: segments {:?}, covered {}",
+        segments,
+        covered
+    );
     db.flush().unwrap();
     Ok((db, overlay))
 }
@@ -411,8 +433,8 @@ fn v(s: &str) -> Option<Vec<u8>> {
 }
 
 /// Five groups of four writes; layers freeze at eight keys, so groups 0-1 make the first
-/// layer and 2-3 the second. The first is checkpointed (its keys written into sled, its
-/// records deleted), the second is left waiting, group 4 stays in the active layer, and
+/// layer and 2-3 the second. The first is checkpointed (its keys written into sled, the
+/// covered number moved past its records), the second is left waiting, group 4 stays in the active layer, and
 /// some writes never reach a group. After a crash, recovery replays groups 2, 3 and 4 over
 /// the checkpointed keys, and the unsynced writes are gone.
 #[test]
@@ -423,10 +445,12 @@ fn recovery_replays_the_groups_a_checkpoint_did_not_reach() {
         frozen_max: 2,
         active_keys_max: usize::MAX,
         record_bytes_max: creditsd::store::overlay::RECORD_BYTES_MAX,
+        segment_bytes: 1 << 20,
     };
     let dir = tempfile::tempdir().unwrap();
     let db = open_db(dir.path());
-    let (overlay, replayed) = Overlay::recover(Arc::new(DbKv(db.clone())), tuning).unwrap();
+    let kv = Arc::new(DbKv(db.clone()));
+    let (overlay, replayed) = Overlay::recover(kv.clone(), log_files(dir.path()), tuning).unwrap();
     assert_eq!(replayed, 0);
 
     let sync = |overlay: &Overlay| {
@@ -439,12 +463,12 @@ fn recovery_replays_the_groups_a_checkpoint_did_not_reach() {
         overlay.commit((0..4).map(|i| (k(group * 4 + i), v("first"))));
         sync(&overlay);
     }
-    assert_eq!(group_records(&db), 2);
+    assert_eq!(covered(&*kv).unwrap(), 0);
     assert_eq!(overlay.checkpoint_ready().unwrap(), 1);
     assert_eq!(
-        group_records(&db),
-        0,
-        "the checkpoint deleted groups 0 and 1"
+        covered(&*kv).unwrap(),
+        2,
+        "the checkpoint covered groups 0 and 1"
     );
     assert_eq!(db.get(k(0)).unwrap().as_deref(), Some(&b"first"[..]));
 
@@ -460,7 +484,7 @@ fn recovery_replays_the_groups_a_checkpoint_did_not_reach() {
     overlay.commit((16..20).map(|i| (k(i), v("third"))));
     overlay.commit([(k(8), None)]);
     sync(&overlay);
-    assert_eq!(group_records(&db), 3);
+    assert_eq!(covered(&*kv).unwrap(), 2);
 
     // Never in a group record: lost in the crash.
     overlay.commit([(k(2), None), (k(30), v("unsynced"))]);
@@ -468,11 +492,13 @@ fn recovery_replays_the_groups_a_checkpoint_did_not_reach() {
 
     // The crash: the overlay goes with its pending writes; sled reopens.
     drop(overlay);
+    drop(kv);
     drop(db);
     let db = open_db(dir.path());
-    let (overlay, replayed) = Overlay::recover(Arc::new(DbKv(db.clone())), tuning).unwrap();
+    let kv = Arc::new(DbKv(db.clone()));
+    let (overlay, replayed) = Overlay::recover(kv.clone(), log_files(dir.path()), tuning).unwrap();
     assert_eq!(replayed, 3, "groups 2, 3 and 4");
-    assert_eq!(group_records(&db), 0);
+    assert_eq!(covered(&*kv).unwrap(), 5);
 
     let mut want = BTreeMap::new();
     for i in 0..8 {
@@ -491,6 +517,7 @@ fn recovery_replays_the_groups_a_checkpoint_did_not_reach() {
         .range(Unbounded, Unbounded, false, usize::MAX)
         .unwrap()
         .into_iter()
+        .filter(|(k, _)| k.first() != Some(&GROUP))
         .collect();
     assert_eq!(got, want);
     assert_eq!(overlay.get(&k(2)).unwrap(), v("first"));

@@ -2,19 +2,25 @@
 //! drives the daemon's own code — the account core (`creditsd::actor::core`: activation,
 //! catch-up, idempotency, decide, write ahead, apply, parked debits, snapshots, the
 //! wake-up index) and the store (`SledStore`: the overlay, the group records, the
-//! checkpointer, replay at open, the key layout, feed ids, book totals) — over `SimKv`, a
-//! key-value engine in memory that fails writes, fails syncs and crashes.
+//! checkpointer, the segment log, replay at open, the key layout, feed ids, book totals) —
+//! over `SimKv`, a key-value engine in memory that fails writes, fails syncs and crashes,
+//! and `SimLogFiles`, the log's segment files in memory, as faulty as a disk can be.
 //!
-//! The disk model is sled's contract (`store/kv.rs`): each write is atomic, and a crash
+//! The sled model is sled's contract (`store/kv.rs`): each write is atomic, and a crash
 //! keeps every write before the last successful sync and a random prefix of the writes
-//! after it. A torn last write is one sled's checksums discard at recovery, so the kept
-//! prefix ends before it; a group commit cut into several records can lose its tail
-//! records that way. Only the tokio shell is not simulated: the actor loop (which carries
-//! the core's outputs out) and the journal thread (here: one `sync`, then the answers
-//! waiting on it). The checkpointer runs as steps the seed chooses, between requests.
+//! after it. The log's file model (`store/segment_log.rs`, `LogFiles`): bytes written are
+//! durable only after a successful fdatasync of their file; at a crash the bytes written
+//! since are all kept, none, a prefix (a torn write), or a random subset of their 512-byte
+//! sectors; a write can fail having written a prefix of itself (a torn write, then the
+//! error: ENOSPC); creating (preallocating) a segment can fail with ENOSPC; an fsync can
+//! fail; a deleted segment can come back after a crash (its directory entry not synced).
+//! Every failure is fail-stop, so here a crash. Only the tokio shell is not simulated:
+//! the actor loop (which carries the core's outputs out) and the journal thread (here:
+//! one `sync`, then the answers waiting on it). The checkpointer runs as steps the seed
+//! chooses, between requests.
 //!
 //! A storage error is fail-stop in the daemon, so here it is a crash. After every crash
-//! the node reopens the store on what the disk kept (replaying its group records) and the
+//! the node reopens the store on what the disk kept (replaying its log records) and the
 //! checker asserts: no acknowledged mutation lost (refunds included), none applied twice,
 //! books balance (`granted = debited − refunded + expired + held + available`, from the
 //! domain's totals and again from the events' own numbers), snapshot + tail = full replay,
@@ -55,6 +61,7 @@ use creditsd::domain::{
 };
 use creditsd::store::kv::{Kv, KvIter};
 use creditsd::store::overlay::Tuning;
+use creditsd::store::segment_log::LogFiles;
 use creditsd::store::sled_store::Options;
 use creditsd::store::{SledStore, StorageError, Store};
 
@@ -214,6 +221,251 @@ impl Kv for SimKv {
     }
 }
 
+/// One segment file: what reads see, what survives a crash, and the range written since
+/// the last fdatasync.
+struct SimFile {
+    visible: Vec<u8>,
+    durable: Vec<u8>,
+    dirty: Option<(usize, usize)>,
+}
+
+struct LogDisk {
+    files: BTreeMap<u64, SimFile>,
+    /// Deleted since the last crash: each may come back (directory entry not synced).
+    removed: Vec<(u64, SimFile)>,
+    faults: Rng,
+    write_fail_per_mille: u64,
+    sync_fail_per_mille: u64,
+    write_faults: u64,
+    sync_faults: u64,
+    torn_writes: u64,
+    tails_lost: u64,
+    removals_undone: u64,
+    /// Torn or lost tails the log cut at open.
+    tails_cut: u64,
+}
+
+/// The log's segment files beneath the real `SegmentLog` in the simulator.
+struct SimLogFiles(Mutex<LogDisk>);
+
+fn enospc() -> StorageError {
+    StorageError::Io("simulated write failure: No space left on device".into())
+}
+
+impl SimLogFiles {
+    fn new(seed: u64, write_fail_per_mille: u64, sync_fail_per_mille: u64) -> SimLogFiles {
+        SimLogFiles(Mutex::new(LogDisk {
+            files: BTreeMap::new(),
+            removed: Vec::new(),
+            faults: Rng(seed ^ 0x5e6_10c),
+            write_fail_per_mille,
+            sync_fail_per_mille,
+            write_faults: 0,
+            sync_faults: 0,
+            torn_writes: 0,
+            tails_lost: 0,
+            removals_undone: 0,
+            tails_cut: 0,
+        }))
+    }
+
+    fn disk(&self) -> std::sync::MutexGuard<'_, LogDisk> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The power goes: each file keeps what was fdatasynced, and of the bytes written
+    /// since, all, none, a prefix, or some of their sectors; a deleted segment may return.
+    fn crash(&self, rng: &mut Rng) {
+        let mut d = self.disk();
+        for (n, f) in std::mem::take(&mut d.removed) {
+            if rng.chance(300) {
+                d.removals_undone += 1;
+                d.files.entry(n).or_insert(f);
+            }
+        }
+        let mut lost = 0;
+        for f in d.files.values_mut() {
+            let mut kept = f.durable.clone();
+            if let Some((lo, hi)) = f.dirty.take() {
+                let hi = hi.min(f.visible.len());
+                if kept.len() < f.visible.len() {
+                    kept.resize(f.visible.len(), 0);
+                }
+                let keep = |kept: &mut Vec<u8>, a: usize, b: usize| {
+                    kept[a..b].copy_from_slice(&f.visible[a..b]);
+                };
+                match rng.below(4) {
+                    0 => keep(&mut kept, lo, hi),
+                    1 => lost += 1,
+                    2 => {
+                        let cut = lo + rng.below((hi - lo) as u64 + 1) as usize;
+                        keep(&mut kept, lo, cut);
+                        lost += 1;
+                    }
+                    _ => {
+                        let mut at = lo;
+                        while at < hi {
+                            let end = ((at / 512 + 1) * 512).min(hi);
+                            if rng.chance(500) {
+                                keep(&mut kept, at, end);
+                            }
+                            at = end;
+                        }
+                        lost += 1;
+                    }
+                }
+            }
+            f.durable = kept.clone();
+            f.visible = kept;
+        }
+        d.tails_lost += lost;
+    }
+
+    /// Whether a fault strikes now (and counts it).
+    fn write_fault(d: &mut LogDisk) -> bool {
+        let p = d.write_fail_per_mille;
+        let hit = d.faults.chance(p);
+        d.write_faults += hit as u64;
+        hit
+    }
+}
+
+impl LogFiles for SimLogFiles {
+    fn list(&self) -> Result<Vec<u64>, StorageError> {
+        Ok(self.disk().files.keys().copied().collect())
+    }
+    fn read(&self, segment: u64) -> Result<Vec<u8>, StorageError> {
+        self.disk()
+            .files
+            .get(&segment)
+            .map(|f| f.visible.clone())
+            .ok_or_else(|| StorageError::Io(format!("no segment {segment}")))
+    }
+    fn create(&self, segment: u64, len: u64) -> Result<(), StorageError> {
+        let mut d = self.disk();
+        if SimLogFiles::write_fault(&mut d) {
+            // ENOSPC while preallocating: the file may be there, empty.
+            if d.faults.chance(500) {
+                d.files.entry(segment).or_insert(SimFile {
+                    visible: Vec::new(),
+                    durable: Vec::new(),
+                    dirty: None,
+                });
+            }
+            return Err(enospc());
+        }
+        assert!(
+            !d.files.contains_key(&segment),
+            "segment {segment} created twice"
+        );
+        // Small preallocations in the simulator: the log's own size rules still hold.
+        let zeros = vec![0; len as usize];
+        d.files.insert(
+            segment,
+            SimFile {
+                visible: zeros.clone(),
+                durable: zeros,
+                dirty: None,
+            },
+        );
+        Ok(())
+    }
+    fn write(&self, segment: u64, offset: u64, bytes: &[u8]) -> Result<(), StorageError> {
+        let mut d = self.disk();
+        let fault = SimLogFiles::write_fault(&mut d);
+        // A failed write may have written a prefix of itself (a torn write).
+        let n = if fault {
+            d.torn_writes += 1;
+            d.faults.below(bytes.len() as u64 + 1) as usize
+        } else {
+            bytes.len()
+        };
+        let f = d
+            .files
+            .get_mut(&segment)
+            .ok_or_else(|| StorageError::Io(format!("no segment {segment}")))?;
+        let at = offset as usize;
+        if f.visible.len() < at + n {
+            f.visible.resize(at + n, 0);
+        }
+        f.visible[at..at + n].copy_from_slice(&bytes[..n]);
+        if n > 0 {
+            f.dirty = Some(match f.dirty {
+                Some((lo, hi)) => (lo.min(at), hi.max(at + n)),
+                None => (at, at + n),
+            });
+        }
+        if fault {
+            Err(enospc())
+        } else {
+            Ok(())
+        }
+    }
+    /// A failed fsync makes nothing durable (the daemon then stops: fail-stop).
+    fn sync(&self, segment: u64) -> Result<(), StorageError> {
+        let mut d = self.disk();
+        let p = d.sync_fail_per_mille;
+        if d.faults.chance(p) {
+            d.sync_faults += 1;
+            return Err(io("fdatasync"));
+        }
+        let f = d
+            .files
+            .get_mut(&segment)
+            .ok_or_else(|| StorageError::Io(format!("no segment {segment}")))?;
+        f.durable = f.visible.clone();
+        f.dirty = None;
+        Ok(())
+    }
+    fn cut(&self, segment: u64, len: u64, prealloc: u64) -> Result<(), StorageError> {
+        let mut d = self.disk();
+        d.tails_cut += 1;
+        let f = d
+            .files
+            .get_mut(&segment)
+            .ok_or_else(|| StorageError::Io(format!("no segment {segment}")))?;
+        f.visible.truncate(len as usize);
+        f.visible.resize(prealloc.max(len) as usize, 0);
+        f.durable = f.visible.clone();
+        f.dirty = None;
+        Ok(())
+    }
+    fn remove(&self, segment: u64) -> Result<(), StorageError> {
+        let mut d = self.disk();
+        if let Some(f) = d.files.remove(&segment) {
+            d.removed.push((segment, f));
+        }
+        Ok(())
+    }
+}
+
+/// The `LogFiles` handed to the store: the simulator keeps the files themselves.
+struct SharedLog(Arc<SimLogFiles>);
+
+impl LogFiles for SharedLog {
+    fn list(&self) -> Result<Vec<u64>, StorageError> {
+        self.0.list()
+    }
+    fn read(&self, segment: u64) -> Result<Vec<u8>, StorageError> {
+        self.0.read(segment)
+    }
+    fn create(&self, segment: u64, len: u64) -> Result<(), StorageError> {
+        self.0.create(segment, len)
+    }
+    fn write(&self, segment: u64, offset: u64, bytes: &[u8]) -> Result<(), StorageError> {
+        self.0.write(segment, offset, bytes)
+    }
+    fn sync(&self, segment: u64) -> Result<(), StorageError> {
+        self.0.sync(segment)
+    }
+    fn cut(&self, segment: u64, len: u64, prealloc: u64) -> Result<(), StorageError> {
+        self.0.cut(segment, len, prealloc)
+    }
+    fn remove(&self, segment: u64) -> Result<(), StorageError> {
+        self.0.remove(segment)
+    }
+}
+
 // ------------------------------------------------------- the node: the daemon's code
 
 /// The process died (a storage error is fail-stop, or the simulator pulled the plug).
@@ -257,11 +509,17 @@ struct Node {
 }
 
 impl Node {
-    /// Opens the real store on the disk: it replays the group records a crash left.
-    fn open(kv: &Arc<SimKv>, tuning: Tuning, pricing: &Pricing) -> Result<Node, Crash> {
+    /// Opens the real store on the disk: it replays the log records a crash left.
+    fn open(
+        kv: &Arc<SimKv>,
+        log: &Arc<SimLogFiles>,
+        tuning: Tuning,
+        pricing: &Pricing,
+    ) -> Result<Node, Crash> {
         let kv: Arc<dyn Kv> = kv.clone();
         let store = fail_stop(SledStore::open_on(
             kv,
+            Box::new(SharedLog(log.clone())),
             Options {
                 tuning,
                 checkpointer_thread: false,
@@ -399,6 +657,10 @@ stats!(
     snapshots_checked,
     parked_served,
     group_records_replayed,
+    log_torn_writes,
+    log_tails_lost,
+    log_removals_undone,
+    log_tails_cut,
     writes_lost,
     checkpoints,
     graceful_restarts,
@@ -435,6 +697,7 @@ const DAY_MS: i64 = 24 * HOUR_MS;
 struct Sim {
     rng: Rng,
     kv: Arc<SimKv>,
+    log: Arc<SimLogFiles>,
     tuning: Tuning,
     node: Node,
     pricing: Pricing,
@@ -478,10 +741,15 @@ impl Sim {
             } else {
                 creditsd::store::overlay::RECORD_BYTES_MAX
             },
+            // Tiny segments, so that new ones start and covered ones go all the time.
+            segment_bytes: rng.range(512, 16_384) as u64,
         };
         // Start anywhere in 2024-2025, on the 29th to 31st half of the time.
         let start = Ts(1_704_067_200_000 + rng.range(0, 700) * DAY_MS);
         let kv = Arc::new(SimKv::new(seed, write_fail, sync_fail));
+        // The log's fault rates, from the seed without drawing on `rng`.
+        let mut log_rng = Rng(seed ^ 0x10c_f11e5);
+        let log = Arc::new(SimLogFiles::new(seed, log_rng.below(8), log_rng.below(15)));
         // Small limits now and then, so `too_many_blocks` and `too_many_members` happen.
         let mut pricing = Pricing::standard();
         if rng.chance(300) {
@@ -490,10 +758,11 @@ impl Sim {
         if rng.chance(300) {
             pricing.members_max = rng.range(1, 2) as usize;
         }
-        let node =
-            Node::open(&kv, tuning, &pricing).unwrap_or_else(|_| panic!("an empty disk opens"));
+        let node = Node::open(&kv, &log, tuning, &pricing)
+            .unwrap_or_else(|_| panic!("an empty disk opens"));
         Sim {
             kv,
+            log,
             tuning,
             node,
             rng,
@@ -709,9 +978,14 @@ impl Sim {
         }
         self.crash_and_recover()?;
         let d = self.kv.disk();
-        self.stats.write_faults = d.write_faults;
-        self.stats.sync_faults = d.sync_faults;
+        let l = self.log.disk();
+        self.stats.write_faults = d.write_faults + l.write_faults;
+        self.stats.sync_faults = d.sync_faults + l.sync_faults;
         self.stats.writes_lost = d.lost;
+        self.stats.log_torn_writes = l.torn_writes;
+        self.stats.log_tails_lost = l.tails_lost;
+        self.stats.log_removals_undone = l.removals_undone;
+        self.stats.log_tails_cut = l.tails_cut;
         Ok(())
     }
 
@@ -754,7 +1028,7 @@ impl Sim {
                     return Ok(Err(e));
                 }
                 self.in_flight.clear();
-                self.node = Node::open(&self.kv, self.tuning, &self.pricing)?;
+                self.node = Node::open(&self.kv, &self.log, self.tuning, &self.pricing)?;
                 return Ok(self.check_disk());
             }
             65..=199 => self.node.group_commit()?,
@@ -1096,19 +1370,27 @@ impl Sim {
             // Everything in memory is gone: the cores and the answers the journal held.
             self.in_flight.clear();
             self.kv.crash(&mut self.rng);
-            let records = self.group_records();
-            // Reopening replays the group records the crash left; its writes may fail
+            self.log.crash(&mut self.rng);
+            // Reopening replays the log records the crash left; its writes may fail
             // too: crash again.
-            let Ok(node) = Node::open(&self.kv, self.tuning, &self.pricing) else {
+            let Ok(node) = Node::open(&self.kv, &self.log, self.tuning, &self.pricing) else {
                 self.stats.crashes += 1;
                 continue;
             };
             self.node = node;
-            self.stats.group_records_replayed += records;
-            if self.group_records() != 0 {
+            self.stats.group_records_replayed += self.node.store.replayed() as u64;
+            // Open covers every record it replayed: sled holds them all, and the segments
+            // left are the last one and any below the covered number (gone at the next
+            // checkpoint).
+            let covered = self.covered();
+            let segments = self.node.store.segments();
+            if segments.iter().rev().skip(1).any(|&s| s > covered)
+                || self.legacy_group_records() != 0
+            {
                 return Err(format!(
-                    "{} group records left after the store opened ({records} before)",
-                    self.group_records()
+                    "the store opened with records uncovered: segments {segments:?}, \
+                     covered {covered}, legacy records {}",
+                    self.legacy_group_records()
                 ));
             }
             self.check_disk()?;
@@ -1132,13 +1414,18 @@ impl Sim {
         Ok(())
     }
 
-    /// Group records on the disk (what a reopen must replay).
-    fn group_records(&self) -> u64 {
+    /// `L‖n` group records of an earlier release on the disk (a reopen replays them).
+    fn legacy_group_records(&self) -> u64 {
         let d = self.kv.disk();
         d.visible
             .keys()
-            .filter(|k| k.first() == Some(&creditsd::store::overlay::GROUP))
+            .filter(|k| k.first() == Some(&creditsd::store::overlay::GROUP) && k.len() == 9)
             .count() as u64
+    }
+
+    /// The first log record sled does not cover.
+    fn covered(&self) -> u64 {
+        creditsd::store::overlay::covered(&*self.kv).expect("a readable covered number")
     }
 
     /// The invariants, over everything the disk holds after a crash.
@@ -1986,6 +2273,13 @@ fn simulated_histories_keep_the_books() {
     assert!(total.acknowledged > 0 && total.duplicates > 0);
     if count >= 50 {
         assert!(total.write_faults > 0 && total.sync_faults > 0, "{total:?}");
+        assert!(
+            total.log_torn_writes > 0
+                && total.log_tails_lost > 0
+                && total.log_removals_undone > 0
+                && total.log_tails_cut > 0,
+            "{total:?}"
+        );
         // And the second edition: promo blocks taken and expired, refunds whole, partial,
         // refused both ways and expiring, members capped and refused, alerts set.
         let t = total;

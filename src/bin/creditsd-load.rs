@@ -240,9 +240,9 @@ struct DebitAnswer {
     credits: u64,
     #[serde(default)]
     account: String,
-    /// The HTTP status of a batch item (a single answer's `status` is the account's).
+    /// The HTTP status of a batch item (`status` is the account's).
     #[serde(default)]
-    status: serde_json::Value,
+    code: serde_json::Value,
 }
 
 #[derive(Deserialize)]
@@ -548,13 +548,13 @@ async fn drive(
             match serde_json::from_slice::<BatchAnswer>(&bytes) {
                 Ok(a) if a.results.len() == picked.len() => {
                     for (r, i) in a.results.iter().zip(&picked) {
-                        if r.status == 200u16 {
+                        if r.code == 200u16 {
                             debug_assert_eq!(r.account, account_id(&args, *i));
                             t.debits_ok += 1;
                             *t.credits.entry(*i).or_default() += r.credits;
                         } else {
                             *t.refused
-                                .entry(r.status.as_u64().unwrap_or(0) as u16)
+                                .entry(r.code.as_u64().unwrap_or(0) as u16)
                                 .or_default() += 1;
                         }
                     }
@@ -677,13 +677,13 @@ async fn run(args: Args) -> Result<bool, String> {
         "errors   refused {refused} {:?}  transport {}",
         total.refused, total.transport_errors
     );
+    // CPU µs and bytes written per acknowledged debit, when the server's pid is known.
+    let mut server = None;
     if let (Some(b), Some(a)) = (proc_before, args.pid.and_then(proc_usage)) {
         let per = |x: f64| x / total.debits_ok.max(1) as f64;
-        println!(
-            "server   cpu {:.1} us/debit  disk written {:.0} bytes/debit",
-            per((a.0 - b.0) * 1e6),
-            per(a.1.saturating_sub(b.1) as f64)
-        );
+        let (cpu, bytes) = (per((a.0 - b.0) * 1e6), per(a.1.saturating_sub(b.1) as f64));
+        println!("server   cpu {cpu:.1} us/debit  disk written {bytes:.0} bytes/debit");
+        server = Some((cpu, bytes));
     }
     let mut balanced = true;
     if let Some(before) = before {
@@ -714,7 +714,7 @@ async fn run(args: Args) -> Result<bool, String> {
     }
     if args.json {
         println!(
-            r#"{{"ok_per_s":{:.1},"req_per_s":{:.1},"p50_ms":{:.3},"p99_ms":{:.3},"p999_ms":{:.3},"refused":{},"transport_errors":{},"balanced":{}}}"#,
+            r#"{{"ok_per_s":{:.1},"req_per_s":{:.1},"p50_ms":{:.3},"p99_ms":{:.3},"p999_ms":{:.3},"refused":{},"transport_errors":{},"balanced":{},"cpu_us_per_debit":{},"bytes_per_debit":{}}}"#,
             total.debits_ok as f64 / secs,
             total.requests as f64 / secs,
             ms(0.5),
@@ -722,7 +722,9 @@ async fn run(args: Args) -> Result<bool, String> {
             ms(0.999),
             refused,
             total.transport_errors,
-            balanced
+            balanced,
+            server.map_or("null".to_string(), |s| format!("{:.1}", s.0)),
+            server.map_or("null".to_string(), |s| format!("{:.0}", s.1)),
         );
     }
     Ok(balanced)

@@ -1,7 +1,8 @@
 //! The ordered key-value engine beneath the store: sled in the daemon, a fault-injecting
 //! disk in the simulator (`tests/simulator.rs`). Everything above it — the overlay, the
-//! group records, the checkpointer, replay at open, the key layout — is the same code in
-//! both, so the simulator proves the store the daemon runs.
+//! checkpointer, replay at open, the key layout — is the same code in both, so the
+//! simulator proves the store the daemon runs. (The write-ahead log is not in it: it has
+//! files of its own, `segment_log.rs`, behind `LogFiles`.)
 //!
 //! The contract the store relies on, which sled 0.34 gives: each `insert` and `remove` is
 //! atomic on its own; after a crash the engine holds every write before the last
@@ -92,8 +93,8 @@ impl SledKv {
     /// under `blobs/`, and never fsyncs it: the `db` file's fsync would then make durable
     /// a pointer to a blob the power could still take. After each flush (which writes
     /// every blob it points to), each blob file not synced yet is, then the directory.
-    /// Group records are cut small so blobs are rare (a history prune of thousands of
-    /// events, a huge snapshot); when there are none this is one empty directory read.
+    /// Only the checkpointer writes sled, one key at a time, so blobs are rare (a huge
+    /// snapshot); when there are none this is one empty directory read.
     fn sync_blobs(&self) -> Result<(), StorageError> {
         let io = |what: &str, e: std::io::Error| StorageError::Io(format!("{what}: {e}"));
         let entries = match std::fs::read_dir(&self.blobs_dir) {

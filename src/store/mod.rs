@@ -6,9 +6,11 @@
 //! idempotency record, `F‖id` feed entry, `W‖instant‖account` wake-up index,
 //! `C‖name` a feed consumer's cursor (a webhook's last delivered feed id),
 //! `B‖account` base snapshot: the state at the retention prune point, where the log
-//! now begins (`history.rs`), `T‖shard` book totals (`totals.rs`), and `L‖n` the
-//! write-ahead group records (`overlay.rs`): every write reaches its own key above through
-//! the overlay, and is durable once its group record is.
+//! now begins (`history.rs`), `T‖shard` book totals (`totals.rs`), and `L` the number of
+//! the first write-ahead log record not yet covered by sled (`overlay.rs`). The log itself
+//! is segment files under `<data>/log/` (`segment_log.rs`): every write reaches its own key
+//! above through the overlay and the checkpointer, and is durable once its log record is.
+//! (`L‖n`, nine bytes, were the group records of earlier releases, replayed at open.)
 
 pub mod codec;
 pub mod journal;
@@ -17,6 +19,7 @@ pub mod legacy;
 pub mod overlay;
 pub mod records;
 pub mod recovery;
+pub mod segment_log;
 pub mod sled_store;
 pub mod totals;
 
@@ -152,8 +155,8 @@ pub trait Store: Send + Sync + 'static {
     /// `from..=base.seq`. Only the retention pruner calls it, and only below the latest
     /// snapshot, where the account's actor never writes.
     fn prune_history(&self, account: &str, from: u64, base: &Account) -> Result<(), StorageError>;
-    /// Makes every write made before the call durable: sled's flush, then an fsync of its
-    /// data file, because sled 0.34's flush is `sync_file_range`, not a full fsync.
+    /// Makes every write made before the call durable: one write of its records to the
+    /// segment log and one fdatasync (sled is not written here).
     fn sync(&self) -> Result<(), StorageError>;
     /// At a clean shutdown: `sync`, and leave the disk so that the next open has nothing
     /// to recover. Writes after it are not guaranteed to become durable.

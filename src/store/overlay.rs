@@ -1,36 +1,35 @@
-//! The write-ahead log as one sled record per group commit, and the overlay of writes that
-//! have not reached their own keys yet.
+//! The write-ahead log's group records, and the overlay of writes that have not reached
+//! their own keys in sled yet.
 //!
 //! Every write the store makes (a put or a delete of an event, idempotency record,
 //! snapshot, feed entry, totals shard...) goes into the overlay's active layer, where reads
-//! see it at once, and into the pending group. `write_group` (called by `Store::sync`,
-//! before sled's flush and the fsync) writes the pending group as one sled record
-//! `L‖n` (a single insert, atomic on its own, appended at the end of the key space), or a
-//! few when the group is bigger than `RECORD_BYTES_MAX`, cut between commits. That record
-//! is what makes a mutation durable; a commit is never split across records.
+//! see it at once, and into the pending group. `write_group` (called by `Store::sync`)
+//! appends the pending group to the segment log (`segment_log.rs`) as one write of one or
+//! a few records (cut between commits when bigger than `record_bytes_max`) and
+//! fdatasyncs it: that is what makes a mutation durable. A commit is never split across
+//! records. The request path never writes or flushes sled.
 //!
 //! Every so often `write_group` also freezes the active layer. The checkpointer thread
-//! then writes each frozen layer's keys into sled with plain inserts and removes, deletes
-//! the group records the layer covers, and only then drops the layer from the overlay.
-//! It needs no fsync of its own: the next group's flush carries its writes, and until the
-//! group records are gone they can rebuild everything. Reads look at the active layer,
-//! then the frozen layers newest first, then sled.
+//! then writes each frozen layer's keys into sled with plain inserts and removes, makes
+//! sled durable (flush + fdatasync), records in sled the number of the first record it
+//! does not cover (`COVERED_KEY`), makes that durable, deletes the segments wholly
+//! covered, and only then drops the layer from the overlay. Reads look at the active
+//! layer, then the frozen layers newest first, then sled.
 //!
-//! Why: sled 0.34's `apply_batch` (one atomic batch per mutation, as before) wrote about
-//! 7 KB and cost about 160 µs of CPU per debit, almost all of the daemon's time. One
-//! insert per group plus plain inserts per key, flushed once per group, cost a fraction.
-//!
-//! Crash: sled recovers a prefix of its writes. `recover` (at open, before anything reads)
-//! replays the group records that are left, oldest first, onto their keys. Puts and deletes
-//! are absolute, so replaying a record whose layer was partly written already is harmless.
+//! Crash: `recover` (at open, before anything reads) first replays the `L‖n` group records
+//! an earlier release left in sled, then every log record from the covered number on,
+//! oldest first, onto their keys, makes sled durable and records the new covered number.
+//! Puts and deletes are absolute, so replaying a record whose layer was partly written
+//! already is harmless.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::codec::{display_key, unseal, with_crc, FORMAT_V1};
+use super::codec::{decode, display_key, encode, unseal, with_crc, FORMAT_V1};
 use super::kv::{scan_prefix, Kv};
+use super::segment_log::{LogFiles, SegmentLog};
 use super::StorageError;
 
 /// A key's new value, or `None` when the write deletes it.
@@ -39,7 +38,13 @@ type Map = BTreeMap<Vec<u8>, Value>;
 /// A key and its value, as reads answer them.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
+/// The tag of the group records an earlier release kept in sled (`L‖n`, 9 bytes), and of
+/// `COVERED_KEY`.
 pub const GROUP: u8 = b'L';
+/// In sled: the number of the first log record whose writes may not be in sled yet (every
+/// record below it is covered by the checkpointer). A key of its own, one byte long, so it
+/// never looks like an `L‖n` record.
+pub const COVERED_KEY: [u8; 1] = [GROUP];
 
 /// When layers are frozen and how far the checkpointer may fall behind.
 #[derive(Clone, Copy, Debug)]
@@ -58,6 +63,9 @@ pub struct Tuning {
     /// (`RECORD_BYTES_MAX` in the daemon; the simulator cuts smaller, so that a crash can
     /// keep some of a group's commits and not the others).
     pub record_bytes_max: usize,
+    /// Log segments are preallocated to this size (`storage.segment_bytes`); a write that
+    /// does not fit starts a new one.
+    pub segment_bytes: u64,
 }
 
 impl Default for Tuning {
@@ -68,16 +76,15 @@ impl Default for Tuning {
             frozen_max: 2,
             active_keys_max: 2_000_000,
             record_bytes_max: RECORD_BYTES_MAX,
+            segment_bytes: super::segment_log::SEGMENT_BYTES,
         }
     }
 }
 
-/// A group's writes go into sled records of about this size at most, cut between commits
-/// (a commit bigger than this is one record of its own). sled 0.34 writes anything over a
-/// quarter of its 512 KiB segment — a value, or a whole leaf of up to 17 keys — to a blob
-/// file of its own, and a 50 ms group of `periodic` mode (~500 KB) did exactly that, at
-/// ~3k debits/s; 17 records of 6 KB stay well below.
-pub const RECORD_BYTES_MAX: usize = 6 * 1024;
+/// A group's writes go into log records of about this size at most, cut between commits
+/// (a commit bigger than this is one record of its own), all in one write. Small records
+/// keep a replay's buffers small; a torn write keeps the whole records before the tear.
+pub const RECORD_BYTES_MAX: usize = 64 * 1024;
 
 /// The byte ranges of the records a group's encoded writes are cut into, given where each
 /// commit ends (ascending).
@@ -98,7 +105,8 @@ fn split_records(cuts: &[usize], max: usize) -> Vec<std::ops::Range<usize>> {
     parts
 }
 
-fn group_key(group: u64) -> [u8; 9] {
+/// The sled key of an earlier release's group record `n`.
+pub fn legacy_group_key(group: u64) -> [u8; 9] {
     let mut k = [GROUP; 9];
     k[1..].copy_from_slice(&group.to_be_bytes());
     k
@@ -106,7 +114,7 @@ fn group_key(group: u64) -> [u8; 9] {
 
 struct Layer {
     map: Map,
-    /// The group records `from..to` hold exactly this layer's writes.
+    /// The log records `from..to` hold exactly this layer's writes.
     groups: std::ops::Range<u64>,
 }
 
@@ -116,10 +124,10 @@ struct State {
     active_since: Option<Instant>,
     /// Oldest first; reads see them all, the checkpointer takes the front one.
     frozen: VecDeque<Arc<Layer>>,
-    /// How many of the front of `frozen` have their group records written, so may be
+    /// How many of the front of `frozen` have their log records written, so may be
     /// checkpointed.
     ready: usize,
-    /// The writes since the last group record, encoded (see `encode_op`)...
+    /// The writes since the last group commit, encoded (see `encode_op`)...
     pending: Vec<u8>,
     /// ...and where each commit in it ends: records are cut only there.
     cuts: Vec<usize>,
@@ -141,20 +149,22 @@ impl State {
 }
 
 struct Groups {
-    /// The next group record's number.
+    /// The next log record's number.
     next: u64,
-    /// The first group record that no frozen layer covers yet.
+    /// The first log record that no frozen layer covers yet.
     unfrozen: u64,
 }
 
 pub struct Overlay {
     kv: Arc<dyn Kv>,
+    /// The write-ahead log.
+    log: SegmentLog,
     tuning: Tuning,
     state: Mutex<State>,
     /// Wakes the checkpointer (a layer is ready, or stop) and a writer waiting for room.
     changed: Condvar,
-    /// Held from taking the pending writes to inserting their record, so that group
-    /// records are written in the order of their writes.
+    /// Held from taking the pending writes to appending their records, so that records
+    /// are written in the order of their writes.
     groups: Mutex<Groups>,
 }
 
@@ -172,24 +182,35 @@ fn encode_op(out: &mut Vec<u8>, key: &[u8], value: &Value) {
     }
 }
 
-/// A group record: the format version, the encoded writes, a CRC32 of both.
-fn frame(ops: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(ops.len() + 5);
-    out.push(FORMAT_V1);
-    out.extend_from_slice(ops);
+/// A group record as an earlier release wrote it into sled (`L‖n`): the format version,
+/// the encoded writes, a CRC32 of both. Read at open only (and written by tests that make
+/// such a store).
+pub fn legacy_group_record(writes: &[(Vec<u8>, Value)]) -> Vec<u8> {
+    let mut out = vec![FORMAT_V1];
+    for (k, v) in writes {
+        encode_op(&mut out, k, v);
+    }
     with_crc(out)
 }
 
-/// The writes of a group record, in order.
-fn decode_group(key: &[u8], bytes: &[u8]) -> Result<Vec<(Vec<u8>, Value)>, StorageError> {
-    let corrupt = |reason: &str| StorageError::Corrupt {
-        key: display_key(key),
-        reason: reason.to_string(),
-    };
+/// The writes of an earlier release's group record, in order.
+fn decode_legacy_group(key: &[u8], bytes: &[u8]) -> Result<Vec<(Vec<u8>, Value)>, StorageError> {
     let (version, ops) = unseal(key, bytes)?;
     if version != FORMAT_V1 {
-        return Err(corrupt("unknown group record format version"));
+        return Err(StorageError::Corrupt {
+            key: display_key(key),
+            reason: "unknown group record format version".into(),
+        });
     }
+    decode_ops(&display_key(key), ops)
+}
+
+/// Encoded writes (`encode_op`), in order; `name` says where they were read.
+fn decode_ops(name: &str, ops: &[u8]) -> Result<Vec<(Vec<u8>, Value)>, StorageError> {
+    let corrupt = |reason: &str| StorageError::Corrupt {
+        key: name.to_string(),
+        reason: reason.to_string(),
+    };
     let mut rest = ops;
     let mut take = |n: usize| -> Result<&[u8], StorageError> {
         if rest.len() < n {
@@ -218,33 +239,65 @@ fn decode_group(key: &[u8], bytes: &[u8]) -> Result<Vec<(Vec<u8>, Value)>, Stora
     Ok(out)
 }
 
+fn apply_writes(kv: &dyn Kv, writes: Vec<(Vec<u8>, Value)>) -> Result<(), StorageError> {
+    for (key, value) in writes {
+        match value {
+            Some(v) => kv.insert(&key, &v)?,
+            None => kv.remove(&key)?,
+        };
+    }
+    Ok(())
+}
+
+/// The first log record not covered by sled (0 for a store that never had one).
+pub fn covered(kv: &dyn Kv) -> Result<u64, StorageError> {
+    match kv.get(&COVERED_KEY)? {
+        Some(v) => decode::<u64>(&COVERED_KEY, &v),
+        None => Ok(0),
+    }
+}
+
 impl Overlay {
-    /// Replays the group records a previous run left (oldest first) onto their keys and
-    /// deletes them; the caller flushes. Answers the overlay, ready to take writes.
-    pub fn recover(kv: Arc<dyn Kv>, tuning: Tuning) -> Result<(Arc<Overlay>, usize), StorageError> {
+    /// Replays what a previous run left, before anything reads: the `L‖n` group records
+    /// of an earlier release (oldest first, each deleted after its writes), then every log
+    /// record from the covered number on (oldest first), onto their keys; then makes sled
+    /// durable, records the new covered number and deletes the segments it covers.
+    /// Answers the overlay, ready to take writes, and how many records it replayed.
+    pub fn recover(
+        kv: Arc<dyn Kv>,
+        files: Box<dyn LogFiles>,
+        tuning: Tuning,
+    ) -> Result<(Arc<Overlay>, usize), StorageError> {
         let mut replayed = 0;
-        let mut last = None;
-        let records: Vec<(Vec<u8>, Vec<u8>)> =
-            scan_prefix(&*kv, &[GROUP]).collect::<Result<_, _>>()?;
-        for (k, v) in records {
-            for (key, value) in decode_group(&k, &v)? {
-                match value {
-                    Some(v) => kv.insert(&key, &v)?,
-                    None => kv.remove(&key)?,
-                };
-            }
-            kv.remove(&k)?;
+        let legacy: Vec<(Vec<u8>, Vec<u8>)> = scan_prefix(&*kv, &[GROUP])
+            .filter(|r| r.as_ref().map_or(true, |(k, _)| k.len() == 9))
+            .collect::<Result<_, _>>()?;
+        for (k, v) in &legacy {
+            apply_writes(&*kv, decode_legacy_group(k, v)?)?;
+            // After its writes: sled keeps a prefix of its writes.
+            kv.remove(k)?;
             replayed += 1;
-            last = Some(u64::from_be_bytes(k[1..9].try_into().map_err(|_| {
-                StorageError::Corrupt {
-                    key: display_key(&k),
-                    reason: "group key is not 9 bytes".into(),
-                }
-            })?));
         }
-        let next = last.map_or(0, |g| g + 1);
+        if replayed > 0 {
+            kv.sync()?;
+        }
+        let covered_before = covered(&*kv)?;
+        let (log, found) =
+            SegmentLog::open(files, tuning.segment_bytes, covered_before, |n, payload| {
+                let writes = decode_ops(&format!("log record {n}"), payload)?;
+                apply_writes(&*kv, writes)
+            })?;
+        replayed += found.records;
+        let next = log.next();
+        if next != covered_before {
+            kv.sync()?;
+            kv.insert(&COVERED_KEY, &encode(&next))?;
+            kv.sync()?;
+        }
+        log.remove_covered(next)?;
         let overlay = Arc::new(Overlay {
             kv,
+            log,
             tuning,
             state: Mutex::new(State {
                 active: Map::new(),
@@ -262,6 +315,11 @@ impl Overlay {
             }),
         });
         Ok((overlay, replayed))
+    }
+
+    /// The log's segments present (oldest first).
+    pub fn segments(&self) -> Vec<u64> {
+        self.log.segments()
     }
 
     /// Records writes, visible to reads at once and durable after the next `write_group`
@@ -377,8 +435,8 @@ impl Overlay {
         }
     }
 
-    /// Writes everything committed so far as one group record (nothing if there is
-    /// nothing). The caller then flushes sled and fsyncs. Freezes the active layer when it
+    /// Appends everything committed so far to the log, in one write made durable by one
+    /// fdatasync (nothing if there is nothing). Freezes the active layer when it
     /// is big or old enough, and waits when the checkpointer is too far behind.
     pub fn write_group(&self) -> Result<(), StorageError> {
         self.write_group_then(false)
@@ -422,10 +480,9 @@ impl Overlay {
             }
             (ops, parts, froze)
         };
-        for part in parts {
-            self.kv.insert(&group_key(g.next), &frame(&ops[part]))?;
-            g.next += 1;
-        }
+        let payloads: Vec<&[u8]> = parts.iter().map(|p| &ops[p.clone()]).collect();
+        self.log.append(g.next, &payloads)?;
+        g.next += payloads.len() as u64;
         if froze {
             lock(&self.state).ready += 1;
             self.changed.notify_all();
@@ -450,8 +507,9 @@ impl Overlay {
         }
     }
 
-    /// Writes every layer ready now, oldest first: its keys into sled, then the deletion
-    /// of its group records, then it leaves the overlay. Answers how many. Only one
+    /// Writes every layer ready now, oldest first: its keys into sled, sled's sync, the
+    /// covered number, sled's sync, the deletion of the segments it covers, then it leaves
+    /// the overlay. Answers how many. Only one
     /// thread at a time may call it (the checkpointer, or a test that runs none).
     pub fn checkpoint_ready(&self) -> Result<usize, StorageError> {
         let mut n = 0;
@@ -470,11 +528,12 @@ impl Overlay {
                     None => self.kv.remove(key)?,
                 };
             }
-            // After its keys: sled keeps a prefix of its writes, so a record is never gone
-            // while a write it holds is missing.
-            for group in layer.groups.clone() {
-                self.kv.remove(&group_key(group))?;
-            }
+            // The keys durable, then the number they cover, durable too, and only then the
+            // segments deleted: a record is never gone while a write it holds is missing.
+            self.kv.sync()?;
+            self.kv.insert(&COVERED_KEY, &encode(&layer.groups.end))?;
+            self.kv.sync()?;
+            self.log.remove_covered(layer.groups.end)?;
             {
                 let mut s = lock(&self.state);
                 let done = s.frozen.pop_front().expect("the layer just written");
@@ -524,7 +583,7 @@ mod tests {
 
     #[test]
     fn groups_are_cut_between_commits_into_small_records() {
-        let max = RECORD_BYTES_MAX;
+        let max = 6 * 1024;
         assert_eq!(
             split_records(&[], max),
             Vec::<std::ops::Range<usize>>::new()
@@ -567,8 +626,10 @@ mod tests {
             frozen_max: 1,
             active_keys_max: 5,
             record_bytes_max: RECORD_BYTES_MAX,
+            segment_bytes: 1 << 20,
         };
-        let (overlay, _) = Overlay::recover(kv.clone(), tuning).unwrap();
+        let files = crate::store::segment_log::FsLogFiles::open(&dir.path().join("log")).unwrap();
+        let (overlay, _) = Overlay::recover(kv.clone(), Box::new(files), tuning).unwrap();
         let put = |k: u8| overlay.commit([(vec![b'E', k], Some(vec![k]))]);
         put(1);
         put(2);
@@ -600,27 +661,27 @@ mod tests {
             assert_eq!(overlay.get(&[b'E', k]).unwrap(), Some(vec![k]));
             assert_eq!(kv.get(&[b'E', k]).unwrap(), Some(vec![k]));
         }
-        assert_eq!(scan_prefix(&*kv, &[GROUP]).count(), 0);
+        assert_eq!(covered(&*kv).unwrap(), overlay.log.next());
     }
 
     #[test]
     fn group_records_round_trip_and_refuse_damage() {
-        let mut ops = Vec::new();
         let writes: Vec<(Vec<u8>, Value)> = vec![
             (b"Ea".to_vec(), Some(b"one".to_vec())),
             (b"Ib".to_vec(), None),
             (Vec::new(), Some(Vec::new())),
         ];
-        for (k, v) in &writes {
-            encode_op(&mut ops, k, v);
-        }
-        let framed = frame(&ops);
-        assert_eq!(decode_group(b"L", &framed).unwrap(), writes);
+        let framed = legacy_group_record(&writes);
+        assert_eq!(decode_legacy_group(b"L", &framed).unwrap(), writes);
+        assert_eq!(
+            decode_ops("x", &framed[1..framed.len() - 4]).unwrap(),
+            writes
+        );
         for i in 0..framed.len() {
             let mut bad = framed.clone();
             bad[i] ^= 0x01;
-            assert!(decode_group(b"L", &bad).is_err(), "flipped byte {i}");
+            assert!(decode_legacy_group(b"L", &bad).is_err(), "flipped byte {i}");
         }
-        assert!(decode_group(b"L", &framed[..framed.len() - 1]).is_err());
+        assert!(decode_legacy_group(b"L", &framed[..framed.len() - 1]).is_err());
     }
 }

@@ -1,5 +1,5 @@
 //! `Store` over one sled tree. Each mutation's writes (its events, idempotency records,
-//! feed entries, snapshot, totals) are one overlay commit, so they land in one group record
+//! feed entries, snapshot, totals) are one overlay commit, so they land in one log record
 //! together or not at all (`overlay.rs`).
 
 use std::ops::Bound;
@@ -12,6 +12,7 @@ use super::kv::{scan_prefix, Kv, SledKv};
 use super::overlay::{Overlay, Tuning, Value};
 use super::records::{AccountRecordV2, EventRecordV3, FeedEntryRecordV2, IdemRecordV1};
 use super::recovery::{recover, Start, Visit};
+use super::segment_log::{FsLogFiles, LogFiles};
 use super::totals::{self, BookTotals};
 use super::{Append, FeedEntry, IdemRecord, StorageError, Store};
 use crate::domain::{Account, Event, Ts};
@@ -57,6 +58,8 @@ pub struct SledStore {
     /// The on-disk totals of each shard (`store::totals`), as last written. A shard's lock
     /// is held from reading its value to applying the batch that writes the new one.
     totals: Vec<Mutex<BookTotals>>,
+    /// Log records (and earlier releases' group records) replayed at open.
+    replayed: usize,
 }
 
 fn event_key(account: &str, seq: u64) -> Vec<u8> {
@@ -124,19 +127,35 @@ fn feed_key(id: u64) -> [u8; 9] {
 }
 
 impl SledStore {
-    /// The daemon's store: sled in `dir`, with a checkpointer thread.
+    /// The daemon's store: sled in `dir` and the log in `dir/log`, with a checkpointer
+    /// thread.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<SledStore, StorageError> {
-        let kv = SledKv::open(dir, cache_bytes)?;
-        SledStore::open_on(Arc::new(kv), Options::default())
+        SledStore::open_dir(dir, cache_bytes, Options::default())
     }
 
-    /// The store over `kv`: replays the group records a previous run left, then reads
-    /// the feed's next id and the book totals.
-    pub fn open_on(kv: Arc<dyn Kv>, options: Options) -> Result<SledStore, StorageError> {
-        // First of all: the group records a previous run left hold writes that may not be
+    /// `open` with options.
+    pub fn open_dir(
+        dir: &Path,
+        cache_bytes: u64,
+        options: Options,
+    ) -> Result<SledStore, StorageError> {
+        let kv = SledKv::open(dir, cache_bytes)?;
+        let files = FsLogFiles::open(&dir.join("log"))?;
+        SledStore::open_on(Arc::new(kv), Box::new(files), options)
+    }
+
+    /// The store over `kv` and the log in `files`: replays what a previous run left (the
+    /// log records sled does not cover, and an earlier release's group records), then
+    /// reads the feed's next id and the book totals.
+    pub fn open_on(
+        kv: Arc<dyn Kv>,
+        files: Box<dyn LogFiles>,
+        options: Options,
+    ) -> Result<SledStore, StorageError> {
+        // First of all: the log records a previous run left hold writes that may not be
         // in their keys yet, and everything below reads those keys.
         let started = std::time::Instant::now();
-        let (overlay, replayed) = Overlay::recover(kv.clone(), options.tuning)?;
+        let (overlay, replayed) = Overlay::recover(kv.clone(), files, options.tuning)?;
         let (lo, hi) = prefix(FEED);
         let feed_next = match kv.range(lo, hi, true).next() {
             Some(kv) => {
@@ -166,7 +185,7 @@ impl SledStore {
         } else {
             None
         };
-        let store = SledStore {
+        let mut store = SledStore {
             kv,
             options,
             overlay,
@@ -174,16 +193,17 @@ impl SledStore {
             feed_lock: Mutex::new(()),
             feed_next: AtomicU64::new(feed_next),
             totals: totals.into_iter().map(Mutex::new).collect(),
+            replayed: 0,
         };
         if rebuild {
             store.rebuild_totals()?;
         }
+        store.replayed = replayed;
         if replayed > 0 {
-            store.kv.sync()?;
             tracing::info!(
-                groups = replayed,
+                records = replayed,
                 elapsed_ms = started.elapsed().as_millis() as u64,
-                "replayed the write-ahead group records left by the previous run"
+                "replayed the write-ahead log records left by the previous run"
             );
         }
         Ok(store)
@@ -224,7 +244,7 @@ impl Drop for SledStore {
             return;
         }
         if let Err(e) = self.close() {
-            tracing::warn!(error = %e, "closing the store; its group records will be replayed at the next open");
+            tracing::warn!(error = %e, "closing the store; its log records will be replayed at the next open");
         }
     }
 }
@@ -572,14 +592,14 @@ impl Store for SledStore {
         Ok(())
     }
 
+    /// The group commit: one write to the log, one fdatasync; sled is not touched.
     fn sync(&self) -> Result<(), StorageError> {
-        self.overlay.write_group()?;
-        self.kv.sync()
+        self.overlay.write_group()
     }
 
     /// The checkpointer writes every layer, the last one included, then stops, and sled
     /// is flushed and fsynced, so the next open replays nothing. Should any of it fail,
-    /// the group records are still there and the next open replays them. A second call
+    /// the log records are still there and the next open replays them. A second call
     /// (drop after close) only syncs.
     fn close(&self) -> Result<(), StorageError> {
         let Some(checkpointer) = self
@@ -602,6 +622,16 @@ impl SledStore {
     /// does), for a store opened without that thread. Answers how many.
     pub fn checkpoint_step(&self) -> Result<usize, StorageError> {
         self.overlay.checkpoint_ready()
+    }
+
+    /// Log records (and earlier releases' group records) replayed when it opened.
+    pub fn replayed(&self) -> usize {
+        self.replayed
+    }
+
+    /// The log's segments present (oldest first).
+    pub fn segments(&self) -> Vec<u64> {
+        self.overlay.segments()
     }
 }
 
@@ -726,5 +756,69 @@ mod tests {
         drop(store);
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(scan_prefix(&*store.kv, &[IDEM]).count(), 500 + 50 - 274);
+    }
+
+    /// A store left by the previous release with group records (`L‖n` in sled) that no
+    /// checkpoint reached opens with their writes applied, and without them afterwards.
+    /// The records are made with the old format's own helper from the keys a real store
+    /// wrote, cut into several records as the old group commit did.
+    #[test]
+    fn group_records_of_the_previous_release_are_replayed_and_removed() {
+        use crate::store::overlay::{legacy_group_key, legacy_group_record, COVERED_KEY};
+        let p = Pricing::standard();
+        let written = tempfile::tempdir().unwrap();
+        let writes: Vec<(Vec<u8>, Value)> = {
+            let store = SledStore::open(written.path(), 1 << 20).unwrap();
+            write_account(&store, "a", &p, false);
+            write_account(&store, "b", &p, true);
+            store.close().unwrap();
+            store
+                .kv
+                .range(Bound::Unbounded, Bound::Unbounded, false)
+                .map(|e| e.unwrap())
+                .filter(|(k, _)| k.as_slice() != COVERED_KEY)
+                .map(|(k, v)| (k, Some(v)))
+                .collect()
+        };
+        assert!(writes.len() > 4, "{}", writes.len());
+        let old = tempfile::tempdir().unwrap();
+        {
+            let kv = SledKv::open(old.path(), 1 << 20).unwrap();
+            // Three records, and a delete in the last of a key the first wrote.
+            let third = writes.len() / 3;
+            let mut records: Vec<Vec<(Vec<u8>, Value)>> = vec![
+                writes[..third].to_vec(),
+                writes[third..2 * third].to_vec(),
+                writes[2 * third..].to_vec(),
+            ];
+            records[0].push((b"Czombie".to_vec(), Some(encode(&7u64))));
+            records[2].push((b"Czombie".to_vec(), None));
+            for (n, r) in records.iter().enumerate() {
+                kv.insert(&legacy_group_key(n as u64), &legacy_group_record(r))
+                    .unwrap();
+            }
+            kv.sync().unwrap();
+        }
+        let store = SledStore::open(old.path(), 1 << 20).unwrap();
+        assert_eq!(store.replayed(), 3);
+        let legacy_left = scan_prefix(&*store.kv, &COVERED_KEY)
+            .filter(|e| e.as_ref().unwrap().0.len() == 9)
+            .count();
+        assert_eq!(legacy_left, 0);
+        for (k, v) in &writes {
+            assert_eq!(&store.kv.get(k).unwrap(), v, "{}", display_key(k));
+        }
+        assert_eq!(store.feed_cursor("zombie").unwrap(), None);
+        let a = store.snapshot("a").unwrap().expect("a's snapshot");
+        assert_eq!(a.seq, 2);
+        assert_eq!(store.events_from("b", 1, 10).unwrap().len(), 2);
+        assert_eq!(store.totals().accounts, 2);
+        // It writes on as usual, into the new log, and reopens with nothing old left.
+        write_account(&store, "c", &p, false);
+        store.sync().unwrap();
+        drop(store);
+        let store = SledStore::open(old.path(), 1 << 20).unwrap();
+        assert_eq!(store.replayed(), 0);
+        assert_eq!(store.totals().accounts, 3);
     }
 }

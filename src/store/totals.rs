@@ -3,7 +3,7 @@
 //! be right after a restart for every account, not only the ones activated since.
 //!
 //! They live on disk in `SHARDS` keys (`T‖shard`), each the running sum for the accounts
-//! hashed to it. A mutation's events move its account's shard in the same atomic commit (one group record)
+//! hashed to it. A mutation's events move its account's shard in the same atomic commit (one log record)
 //! that writes them, so whatever prefix of writes a crash keeps, each shard equals the sum
 //! of the events that survived. Startup reads `SHARDS` small keys instead of scanning every
 //! account. One global key would serialise every writer behind one lock; `SHARDS` locks,
