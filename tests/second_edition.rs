@@ -211,6 +211,21 @@ fn sources(monthly: u64, free: u64, packs: u64, blocks: &[(&str, u64)]) -> Value
 // ---------------------------------------------------------------------------------------
 // Promo blocks
 
+/// Ledger entries of one kind.
+fn count_kind(ledger: &[Value], kind: &str) -> usize {
+    ledger.iter().filter(|e| e["kind"] == kind).count()
+}
+
+/// After a restart: account `a`'s promo block expired exactly once (a replay does not
+/// repeat the expiry), 50 credits are left, and the books audit clean after a graceful stop.
+fn expired_once_then_audited(d: &mut Daemon) {
+    assert_eq!(count_kind(&full_ledger(d, "a"), "promo_expired"), 1);
+    assert_eq!(d.account("a")["available"], 50);
+    assert!(d.terminate().success());
+    let (ok, report) = d.audit();
+    assert!(ok, "{report}");
+}
+
 #[test]
 fn promo_grants_need_a_future_expiry_and_only_promo_takes_one() {
     let d = Daemon::start("");
@@ -439,18 +454,7 @@ fn a_promo_block_expires_at_its_own_instant_and_is_counted_in_the_books() {
     );
     // Expired once: a restart replays it, does not repeat it.
     d.restart();
-    let ledger = full_ledger(&d, "a");
-    assert_eq!(
-        ledger
-            .iter()
-            .filter(|e| e["kind"] == "promo_expired")
-            .count(),
-        1
-    );
-    assert_eq!(d.account("a")["available"], 50);
-    assert!(d.terminate().success());
-    let (ok, report) = d.audit();
-    assert!(ok, "{report}");
+    expired_once_then_audited(&mut d);
 }
 
 #[test]
@@ -1395,19 +1399,8 @@ fn a_promo_block_survives_sigkill_and_still_expires_on_time() {
     assert_eq!(e["expired"], 20, "{e}");
     d.kill9();
     d.start_again();
-    let ledger = full_ledger(&d, "a");
-    assert_eq!(ledger.iter().filter(|e| e["kind"] == "grant").count(), 1);
-    assert_eq!(
-        ledger
-            .iter()
-            .filter(|e| e["kind"] == "promo_expired")
-            .count(),
-        1
-    );
-    assert_eq!(d.account("a")["available"], 50);
-    assert!(d.terminate().success());
-    let (ok, report) = d.audit();
-    assert!(ok, "{report}");
+    assert_eq!(count_kind(&full_ledger(&d, "a"), "grant"), 1);
+    expired_once_then_audited(&mut d);
 }
 
 #[test]
@@ -1448,11 +1441,7 @@ fn a_refund_survives_sigkill_exactly_once() {
     );
     assert_eq!(e["refundable"], 35, "{e}");
     let ledger = full_ledger(&d, "a");
-    assert_eq!(
-        ledger.iter().filter(|e| e["kind"] == "refund").count(),
-        1,
-        "{ledger:?}"
-    );
+    assert_eq!(count_kind(&ledger, "refund"), 1, "{ledger:?}");
     assert_eq!(d.account("a")["available"], 65);
     assert!(d.terminate().success());
     let (ok, report) = d.audit();

@@ -638,8 +638,31 @@ impl<C: Client> AccountCore<C> {
     }
 }
 
-/// The debit recorded under `key` while the key is remembered (`idempotency_ttl`), for a
-/// refund: `Ok(None)` when there is none (or the key names another kind of request).
+/// The record `key` is bound to, while it is remembered (`idempotency_ttl`): duplicates
+/// and a refund's debit are both found through it.
+fn remembered(
+    store: &dyn Store,
+    id: &str,
+    key: &str,
+    rules: Rules<'_>,
+    now: Ts,
+) -> Result<Option<IdemRecord>, StorageError> {
+    Ok(store
+        .idempotency(id, key)?
+        .filter(|rec| rec.at.millis() + rules.idempotency_ttl_ms > now.millis()))
+}
+
+/// A failed read: a corrupt record is this request's error (other accounts keep working);
+/// any other storage error stops the process.
+fn read_failure<T>(id: &str, e: StorageError) -> Result<Result<T, ActorError>, Fatal> {
+    match e {
+        StorageError::Corrupt { .. } => Ok(Err(ActorError::Corrupt(e.to_string()))),
+        e => Err(Fatal(format!("reading account {id}: {e}"))),
+    }
+}
+
+/// The debit recorded under `key` while the key is remembered, for a refund: `Ok(None)`
+/// when there is none (or the key names another kind of request).
 fn find_debit(
     store: &dyn Store,
     id: &str,
@@ -647,19 +670,14 @@ fn find_debit(
     rules: Rules<'_>,
     now: Ts,
 ) -> Result<Result<Option<DebitRef>, ActorError>, Fatal> {
-    let read = |e: StorageError| match e {
-        StorageError::Corrupt { .. } => Ok(Err(ActorError::Corrupt(e.to_string()))),
-        e => Err(Fatal(format!("reading account {id}: {e}"))),
-    };
-    let rec = match store.idempotency(id, key) {
-        Ok(Some(rec)) if rec.at.millis() + rules.idempotency_ttl_ms > now.millis() => rec,
-        Ok(_) => return Ok(Ok(None)),
-        Err(e) => return read(e),
+    let rec = match remembered(store, id, key, rules, now) {
+        Ok(Some(rec)) => rec,
+        Ok(None) => return Ok(Ok(None)),
+        Err(e) => return read_failure(id, e),
     };
     match store.event(id, rec.seq) {
-        Ok(Some(event)) => Ok(Ok(DebitRef::from_event(&event))),
-        Ok(None) => Ok(Ok(None)),
-        Err(e) => read(e),
+        Ok(event) => Ok(Ok(event.as_ref().and_then(DebitRef::from_event))),
+        Err(e) => read_failure(id, e),
     }
 }
 
@@ -674,16 +692,10 @@ fn duplicate(
     rules: Rules<'_>,
     now: Ts,
 ) -> Result<Option<Reply>, Fatal> {
-    let read = |e: StorageError| -> Result<Reply, Fatal> {
-        match e {
-            StorageError::Corrupt { .. } => Ok(Err(ActorError::Corrupt(e.to_string()))),
-            e => Err(Fatal(format!("reading account {id}: {e}"))),
-        }
-    };
-    let rec = match store.idempotency(id, key) {
-        Ok(Some(rec)) if rec.at.millis() + rules.idempotency_ttl_ms > now.millis() => rec,
-        Ok(_) => return Ok(None),
-        Err(e) => return read(e).map(Some),
+    let rec = match remembered(store, id, key, rules, now) {
+        Ok(Some(rec)) => rec,
+        Ok(None) => return Ok(None),
+        Err(e) => return read_failure(id, e).map(Some),
     };
     if rec.fingerprint != fp {
         m::count_result(cmd, "conflict");
@@ -701,6 +713,6 @@ fn duplicate(
             "account {id}: idempotency key {key} points at missing seq {}",
             rec.seq
         ))),
-        Err(e) => read(e)?,
+        Err(e) => read_failure(id, e)?,
     }))
 }

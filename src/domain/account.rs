@@ -9,7 +9,7 @@ use super::credits::{BlockPart, Bucket, Buckets, Credits, Taken};
 use super::event::{Event, EventBody, ForecastSetting, ReleaseReason};
 use super::pricing::{Pricing, FREE_PLAN};
 use super::time::{add_months, period_index, Ts};
-use super::usage::{Usage, DAY_MS};
+use super::usage::{BurnRate, Usage, DAY_MS};
 
 /// Credits reserved by an open hold, and where they came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -336,13 +336,11 @@ impl Account {
 
     /// The projected exhaustion instant at the last 24 hours' burn rate (`None`: no burn).
     pub fn projected_exhaustion_24h(&self, now: Ts) -> Option<Ts> {
-        let burned = self.usage.last_24h(now);
-        if burned.is_zero() {
-            return None;
+        BurnRate {
+            credits: self.usage.last_24h(now),
+            window_ms: DAY_MS,
         }
-        let ms = self.available().get() as u128 * DAY_MS as u128 / burned.get() as u128;
-        let at = (now.millis() as i128).checked_add(i128::try_from(ms).ok()?)?;
-        (at <= super::time::TS_MAX.millis() as i128).then_some(Ts(at as i64))
+        .exhaustion_at(now, self.available())
     }
 
     pub fn available(&self) -> Credits {
@@ -866,12 +864,16 @@ impl Account {
             return;
         };
         let horizon = hours as i64 * 3_600_000;
-        let projected = self.projected_exhaustion_24h(at);
+        // The projection is computed only where it decides something: a fired alert's
+        // re-arm, or a debit's crossing.
         if self.forecast_fired {
+            let projected = self.projected_exhaustion_24h(at);
             if projected.map_or(true, |p| p > at.plus_millis(2 * horizon)) {
                 out.forecast_rearmed = true;
             }
-        } else if let (EventBody::Debited { .. }, Some(p)) = (body, projected) {
+        } else if let (EventBody::Debited { .. }, Some(p)) =
+            (body, self.projected_exhaustion_24h(at))
+        {
             if !self.available().is_zero()
                 && p <= at.plus_millis(horizon)
                 && p < self.next_reset_at()

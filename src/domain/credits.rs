@@ -187,7 +187,15 @@ impl Taken {
         }
         let mut left = amount;
         let mut out = Taken::default();
-        for source in self.order(monthly_expires_at) {
+        // Without promo blocks (the common case) the order is fixed: nothing to sort.
+        let sorted;
+        let order: &[Source] = if self.blocks.is_empty() {
+            &[Source::Monthly, Source::Free, Source::Packs]
+        } else {
+            sorted = self.order(monthly_expires_at);
+            &sorted
+        };
+        for &source in order {
             if left.is_zero() {
                 break;
             }

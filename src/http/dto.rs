@@ -552,10 +552,11 @@ pub fn entry_fields(o: &mut Object, body: &EventBody) {
             put("debit_key", json!(debit_key));
             put("debit_seq", json!(debit_seq));
             put("operation", json!(operation));
-            put("credits", json!(part.total().get()));
+            let (credits, expired) = body.refund_credits().expect("a refund");
+            put("credits", json!(credits.get()));
             put("refunded", taken(part));
             put("returned", taken(returned));
-            put("expired", json!(part.total().minus(returned.total()).get()));
+            put("expired", json!(expired.get()));
             put("reason", json!(reason));
             put_member(&mut put, member.as_deref());
             put_key(&mut put, Some(idempotency_key));

@@ -107,10 +107,11 @@ impl Reads {
     /// 404 `account_not_found` before it was created, 410 `history_pruned` before the
     /// oldest event kept. The caller has asked the account's actor first.
     pub fn account_at(&self, id: &str, at: Ts, pricing: &Pricing) -> Result<Account, ApiError> {
-        let base = self.store.base(id).map_err(storage_failure)?;
-        let mut first_kept: Option<Ts> = None;
-        let recovered = recover(&*self.store, id, Start::Base, |_, ev| {
-            first_kept.get_or_insert(ev.at);
+        // The first event kept, and the seq of the state before it (the base snapshot's:
+        // more than 0 when retention pruned the history).
+        let mut first_kept: Option<(u64, Ts)> = None;
+        let recovered = recover(&*self.store, id, Start::Base, |before, ev| {
+            first_kept.get_or_insert((before.seq, ev.at));
             Ok(if ev.at > at {
                 Visit::Stop
             } else {
@@ -118,26 +119,25 @@ impl Reads {
             })
         })
         .map_err(storage_failure)?;
-        if let Some(b) = base.filter(|b| b.seq > 0) {
-            if at < b.created_at {
-                return Err(not_yet(id, at));
-            }
-            if first_kept.map_or(true, |t| at < t) {
-                let since = first_kept.map(|t| t.to_rfc3339());
-                return Err(ApiError::new(
-                    StatusCode::GONE,
-                    "history_pruned",
-                    format!(
-                        "the history of {id} before {} was pruned (see [history] retention)",
-                        since.as_deref().unwrap_or("now")
-                    ),
-                )
-                .with("history_starts_at", serde_json::json!(since)));
-            }
-        }
         let Some(r) = recovered else {
             return Err(not_yet(id, at));
         };
+        if at < r.account.created_at {
+            return Err(not_yet(id, at));
+        }
+        let pruned = first_kept.map_or(r.account.seq > 0, |(base_seq, _)| base_seq > 0);
+        if pruned && first_kept.map_or(true, |(_, t)| at < t) {
+            let since = first_kept.map(|(_, t)| t.to_rfc3339());
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "history_pruned",
+                format!(
+                    "the history of {id} before {} was pruned (see [history] retention)",
+                    since.as_deref().unwrap_or("now")
+                ),
+            )
+            .with("history_starts_at", serde_json::json!(since)));
+        }
         let mut acct = r.account;
         while let Some((t, body)) = acct.next_due(at, pricing) {
             acct.record(body, t, pricing);
