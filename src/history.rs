@@ -87,12 +87,16 @@ pub async fn run(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: HistoryCo
     crate::periodic::every(every, "pruned history", move || {
         let cutoff = retention.cutoff(clock.now());
         let p = prune_all(&*store, cutoff, max)?;
-        Ok((p.events > 0).then(|| {
+        // The segments whose events the passes so far have pruned (once the checkpointer
+        // has taken them out of their runs).
+        let segments = store.remove_unindexed_segments()?;
+        Ok((p.events > 0 || segments > 0).then(|| {
             format!(
-                "removed {} events of {} accounts, before {}",
+                "removed {} events of {} accounts, before {}, and {} log segments",
                 p.events,
                 p.accounts,
-                cutoff.to_rfc3339()
+                cutoff.to_rfc3339(),
+                segments
             )
         }))
     })

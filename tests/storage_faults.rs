@@ -141,15 +141,18 @@ fn a_corrupt_record_fails_its_account_only() {
     }
     // SIGKILL, so that no shutdown snapshot covers the debit: activation must read it.
     d.kill9();
-    // Opening the store replays the write-ahead log records onto their own keys, where
-    // the bytes are then flipped.
+    // Opening the store replays the write-ahead log records (so the next open starts
+    // reading the log after them); the event stays where it lies in the log, and a byte of
+    // it is flipped there: the log's own frame is not read again, the event's checksum
+    // is.
     drop(creditsd::store::SledStore::open(&d.data_dir(), 1 << 20).unwrap());
     {
-        let db = sled::Config::new().path(d.data_dir()).open().unwrap();
         let key = event_key("bad", 2);
-        let mut v = db.get(&key).unwrap().expect("the debit's event").to_vec();
-        v[3] ^= 0x5a;
-        db.insert(&key, v).unwrap();
+        let (seg, at) = log_value(&d.data_dir(), &key);
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes[at + 3] ^= 0x5a;
+        std::fs::write(&seg, &bytes).unwrap();
+        let db = sled::Config::new().path(d.data_dir()).open().unwrap();
         let mut snap = db.get(b"Sbadsnap").unwrap().expect("the snapshot").to_vec();
         snap[0] = 9; // an unknown format version, with a valid checksum
         let n = snap.len();
@@ -196,6 +199,33 @@ fn a_corrupt_record_fails_its_account_only() {
     );
 }
 
+/// Where the value of the write of `key` starts in the log (its segment file and offset):
+/// a write is `1 | key length u32 LE | key | value length u32 LE | value`.
+fn log_value(data: &Path, key: &[u8]) -> (PathBuf, usize) {
+    let seg = only_segment(data);
+    let bytes = std::fs::read(&seg).unwrap();
+    let mut op = vec![1];
+    op.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    op.extend_from_slice(key);
+    let at = bytes
+        .windows(op.len())
+        .position(|w| w == op.as_slice())
+        .expect("the write is in the log");
+    (seg, at + op.len() + 4)
+}
+
+/// Where each record of a segment starts.
+fn frames(bytes: &[u8]) -> Vec<usize> {
+    use creditsd::store::segment_log::HEADER;
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + HEADER <= bytes.len() && bytes[at..at + HEADER].iter().any(|&b| b != 0) {
+        out.push(at);
+        at += HEADER + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    }
+    out
+}
+
 /// The one segment of the write-ahead log (a small store never starts a second).
 fn only_segment(data: &Path) -> PathBuf {
     let segs: Vec<PathBuf> = std::fs::read_dir(data.join("log"))
@@ -213,7 +243,8 @@ fn only_segment(data: &Path) -> PathBuf {
 /// record, later records intact) is refused: the store does not open, and says where.
 #[test]
 fn a_torn_log_tail_is_cut_and_damage_before_it_is_refused() {
-    let mut d = Daemon::start("");
+    // No checkpoint while it runs: the records after an open stay to be replayed.
+    let mut d = Daemon::start("[storage]\ncheckpoint_after_ms = 3600000\n");
     d.create("a", "agency");
     for i in 0..20 {
         assert_eq!(
@@ -245,8 +276,12 @@ fn a_torn_log_tail_is_cut_and_damage_before_it_is_refused() {
     assert_eq!(v["duplicate"], true, "{v}");
     d.kill9();
 
+    // A flipped byte in the record of k20 (five writes from the end, one per debit),
+    // which the next open must replay, with the later writes intact.
     let mut bytes = std::fs::read(&seg).unwrap();
-    bytes[creditsd::store::segment_log::HEADER + 2] ^= 0x10;
+    let starts = frames(&bytes);
+    let k20 = starts[starts.len() - 5];
+    bytes[k20 + creditsd::store::segment_log::HEADER + 2] ^= 0x10;
     std::fs::write(&seg, &bytes).unwrap();
     let (ok, report) = d.audit();
     assert!(!ok, "{report}");

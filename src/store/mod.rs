@@ -2,14 +2,17 @@
 //! record codec, and the journal that makes writes durable in groups.
 //!
 //! Only this module knows sled. Key layout (one sled tree, so one write is one atomic
-//! batch): `E‖account‖0‖seq` event, `S‖account` snapshot, `I‖account‖0‖key`
+//! batch): `R‖account‖0‖first` a run, where the account's consecutive events from `first`
+//! lie in the log (`runs.rs`; the events themselves, `E‖account‖0‖seq`, stay in the log
+//! and never reach sled, but for an earlier release's), `S‖account` snapshot, `I‖account‖0‖key`
 //! idempotency record, `F‖id` feed entry, `W‖instant‖account` wake-up index,
 //! `C‖name` a feed consumer's cursor (a webhook's last delivered feed id),
 //! `B‖account` base snapshot: the state at the retention prune point, where the log
 //! now begins (`history.rs`), `T‖shard` book totals (`totals.rs`), and `L` the number of
-//! the first write-ahead log record not yet covered by sled (`overlay.rs`). The log itself
-//! is segment files under `<data>/log/` (`segment_log.rs`): every write reaches its own key
-//! above through the overlay and the checkpointer, and is durable once its log record is.
+//! the first write-ahead log record not yet covered by sled and where it starts
+//! (`overlay.rs`). The log itself is segment files under `<data>/log/` (`segment_log.rs`):
+//! every write reaches its own key above (an event, its run) through the overlay and the
+//! checkpointer, and is durable once its log record is.
 //! (`L‖n`, nine bytes, were the group records of earlier releases, replayed at open.)
 
 pub mod codec;
@@ -19,6 +22,7 @@ pub mod legacy;
 pub mod overlay;
 pub mod records;
 pub mod recovery;
+pub mod runs;
 pub mod segment_log;
 pub mod sled_store;
 pub mod totals;
@@ -155,6 +159,9 @@ pub trait Store: Send + Sync + 'static {
     /// `from..=base.seq`. Only the retention pruner calls it, and only below the latest
     /// snapshot, where the account's actor never writes.
     fn prune_history(&self, account: &str, from: u64, base: &Account) -> Result<(), StorageError>;
+    /// Deletes the write-ahead log's segments that hold neither an event still kept nor
+    /// a record sled does not cover yet (after retention). Answers how many.
+    fn remove_unindexed_segments(&self) -> Result<usize, StorageError>;
     /// Makes every write made before the call durable: one write of its records to the
     /// segment log and one fdatasync (sled is not written here).
     fn sync(&self) -> Result<(), StorageError>;

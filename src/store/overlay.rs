@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 
 use super::codec::{decode, display_key, encode, unseal, with_crc, FORMAT_V1};
 use super::kv::{scan_prefix, Kv};
-use super::segment_log::{LogFiles, SegmentLog};
+use super::records::CoveredRecordV2;
+use super::segment_log::{At, LogFiles, Pos, SegmentLog, HEADER};
 use super::StorageError;
 
 /// A key's new value, or `None` when the write deletes it.
@@ -45,6 +46,49 @@ pub const GROUP: u8 = b'L';
 /// record below it is covered by the checkpointer). A key of its own, one byte long, so it
 /// never looks like an `L‖n` record.
 pub const COVERED_KEY: [u8; 1] = [GROUP];
+
+/// The keys whose values stay where they lie in the log (events): the checkpointer (and
+/// the replay at open) hands their positions to `write`, which indexes them in sled,
+/// instead of writing their values into sled.
+pub trait Index: Send + Sync + 'static {
+    fn located(&self, key: &[u8]) -> bool;
+    /// The first log record from which segments may hold located values: the
+    /// checkpointer deletes only the covered segments below it (retention deletes the
+    /// others, `Overlay::remove_segments_below`).
+    fn floor(&self) -> u64;
+    /// Indexes `puts` (each key with where its value lies) and forgets `deletes`, in `kv`.
+    /// Called with the writes of one layer (or of the whole replay), each key once, its
+    /// newest write.
+    fn write(
+        &self,
+        kv: &dyn Kv,
+        puts: &[(&[u8], Pos)],
+        deletes: &[&[u8]],
+    ) -> Result<(), StorageError>;
+}
+
+/// No located keys: every value goes into sled (tests of the overlay alone).
+pub struct NoIndex;
+
+impl Index for NoIndex {
+    fn located(&self, _: &[u8]) -> bool {
+        false
+    }
+    fn floor(&self) -> u64 {
+        u64::MAX
+    }
+    fn write(&self, _: &dyn Kv, _: &[(&[u8], Pos)], _: &[&[u8]]) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
+
+/// What sled covers: every log record below `number` has its writes in sled (or, for a
+/// located key, its position indexed), and record `number` starts at `at` when known.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Covered {
+    pub number: u64,
+    pub at: Option<At>,
+}
 
 /// When layers are frozen and how far the checkpointer may fall behind.
 #[derive(Clone, Copy, Debug)]
@@ -114,8 +158,12 @@ pub fn legacy_group_key(group: u64) -> [u8; 9] {
 
 struct Layer {
     map: Map,
-    /// The log records `from..to` hold exactly this layer's writes.
+    /// Where the values of the located keys put in this layer lie in the log.
+    positions: Vec<(Vec<u8>, Pos)>,
+    /// The log records `from..to` hold exactly this layer's writes...
     groups: std::ops::Range<u64>,
+    /// ...and record `to` starts here.
+    end: Option<At>,
 }
 
 struct State {
@@ -129,19 +177,26 @@ struct State {
     ready: usize,
     /// The writes since the last group commit, encoded (see `encode_op`)...
     pending: Vec<u8>,
-    /// ...and where each commit in it ends: records are cut only there.
+    /// ...and where each commit in it ends: records are cut only there...
     cuts: Vec<usize>,
+    /// ...and the located keys put in it, with where their values are in `pending`.
+    pending_located: Vec<(Vec<u8>, usize, u32)>,
+    /// Where the values of the located keys put in the active layer lie in the log.
+    active_positions: Vec<(Vec<u8>, Pos)>,
     stop: bool,
 }
 
 impl State {
     /// One commit: into the active layer and the pending group, ending at a cut.
-    fn record(&mut self, writes: impl IntoIterator<Item = (Vec<u8>, Value)>) {
+    fn record(&mut self, index: &dyn Index, writes: impl IntoIterator<Item = (Vec<u8>, Value)>) {
         if self.active_since.is_none() {
             self.active_since = Some(Instant::now());
         }
         for (key, value) in writes {
-            encode_op(&mut self.pending, &key, &value);
+            let at = encode_op(&mut self.pending, &key, &value);
+            if let (Some(v), true) = (&value, index.located(&key)) {
+                self.pending_located.push((key.clone(), at, v.len() as u32));
+            }
             self.active.insert(key, value);
         }
         self.cuts.push(self.pending.len());
@@ -157,6 +212,7 @@ struct Groups {
 
 pub struct Overlay {
     kv: Arc<dyn Kv>,
+    index: Arc<dyn Index>,
     /// The write-ahead log.
     log: SegmentLog,
     tuning: Tuning,
@@ -166,19 +222,25 @@ pub struct Overlay {
     /// Held from taking the pending writes to appending their records, so that records
     /// are written in the order of their writes.
     groups: Mutex<Groups>,
+    /// What the checkpointer has covered so far (durable in sled).
+    covered: Mutex<Covered>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn encode_op(out: &mut Vec<u8>, key: &[u8], value: &Value) {
+/// Appends one write to `out`; answers where its value starts in `out`.
+fn encode_op(out: &mut Vec<u8>, key: &[u8], value: &Value) -> usize {
     out.push(value.is_some() as u8);
     out.extend_from_slice(&(key.len() as u32).to_le_bytes());
     out.extend_from_slice(key);
     if let Some(v) = value {
         out.extend_from_slice(&(v.len() as u32).to_le_bytes());
         out.extend_from_slice(v);
+        out.len() - v.len()
+    } else {
+        out.len()
     }
 }
 
@@ -207,6 +269,15 @@ fn decode_legacy_group(key: &[u8], bytes: &[u8]) -> Result<Vec<(Vec<u8>, Value)>
 
 /// Encoded writes (`encode_op`), in order; `name` says where they were read.
 fn decode_ops(name: &str, ops: &[u8]) -> Result<Vec<(Vec<u8>, Value)>, StorageError> {
+    Ok(decode_ops_at(name, ops)?
+        .into_iter()
+        .map(|(k, v, _)| (k, v))
+        .collect())
+}
+
+/// `decode_ops`, with where each value starts in `ops`.
+fn decode_ops_at(name: &str, ops: &[u8]) -> Result<Vec<(Vec<u8>, Value, usize)>, StorageError> {
+    let base = ops.as_ptr() as usize;
     let corrupt = |reason: &str| StorageError::Corrupt {
         key: name.to_string(),
         reason: reason.to_string(),
@@ -226,15 +297,17 @@ fn decode_ops(name: &str, ops: &[u8]) -> Result<Vec<(Vec<u8>, Value)>, StorageEr
         let len = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize;
         let klen = len(take(4)?);
         let key = take(klen)?.to_vec();
-        let value = match tag {
-            0 => None,
+        let (value, at) = match tag {
+            0 => (None, 0),
             1 => {
                 let vlen = len(take(4)?);
-                Some(take(vlen)?.to_vec())
+                let v = take(vlen)?;
+                // Where it lies in `ops`.
+                (Some(v.to_vec()), v.as_ptr() as usize - base)
             }
             _ => return Err(corrupt("group record has an unknown write tag")),
         };
-        out.push((key, value));
+        out.push((key, value, at));
     }
     Ok(out)
 }
@@ -251,10 +324,42 @@ fn apply_writes(kv: &dyn Kv, writes: Vec<(Vec<u8>, Value)>) -> Result<(), Storag
 
 /// The first log record not covered by sled (0 for a store that never had one).
 pub fn covered(kv: &dyn Kv) -> Result<u64, StorageError> {
+    Ok(covered_at(kv)?.number)
+}
+
+/// What sled covers of the log, with where the first record not covered starts (unknown
+/// when an earlier release recorded the number alone).
+pub fn covered_at(kv: &dyn Kv) -> Result<Covered, StorageError> {
     match kv.get(&COVERED_KEY)? {
-        Some(v) => decode::<u64>(&COVERED_KEY, &v),
-        None => Ok(0),
+        Some(v) => decode::<CoveredRecordV2>(&COVERED_KEY, &v).map(Covered::from),
+        None => Ok(Covered::default()),
     }
+}
+
+fn write_covered(kv: &dyn Kv, covered: Covered) -> Result<(), StorageError> {
+    kv.insert(&COVERED_KEY, &encode(&CoveredRecordV2::from(covered)))
+}
+
+/// Applies one write to sled.
+fn apply_one(kv: &dyn Kv, key: &[u8], value: &Value) -> Result<(), StorageError> {
+    match value {
+        Some(v) => kv.insert(key, v),
+        None => kv.remove(key),
+    }
+}
+
+/// The newest position of each key (the last one given wins), in key order.
+fn newest_by_key(mut puts: Vec<(&[u8], Pos)>) -> Vec<(&[u8], Pos)> {
+    // Stable: a key's positions stay in the order given, so the last is its newest.
+    puts.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out: Vec<(&[u8], Pos)> = Vec::with_capacity(puts.len());
+    for p in puts {
+        match out.last_mut() {
+            Some(last) if last.0 == p.0 => *last = p,
+            _ => out.push(p),
+        }
+    }
+    out
 }
 
 impl Overlay {
@@ -267,6 +372,7 @@ impl Overlay {
         kv: Arc<dyn Kv>,
         files: Box<dyn LogFiles>,
         tuning: Tuning,
+        index: Arc<dyn Index>,
     ) -> Result<(Arc<Overlay>, usize), StorageError> {
         let mut replayed = 0;
         let legacy: Vec<(Vec<u8>, Vec<u8>)> = scan_prefix(&*kv, &[GROUP])
@@ -281,22 +387,56 @@ impl Overlay {
         if replayed > 0 {
             kv.sync()?;
         }
-        let covered_before = covered(&*kv)?;
-        let (log, found) =
-            SegmentLog::open(files, tuning.segment_bytes, covered_before, |n, payload| {
-                let writes = decode_ops(&format!("log record {n}"), payload)?;
-                apply_writes(&*kv, writes)
-            })?;
+        let covered_before = covered_at(&*kv)?;
+        // The located keys' newest writes over the whole replay, indexed once at the end:
+        // the same keys as a checkpoint of the same records would index.
+        let mut located: BTreeMap<Vec<u8>, Option<Pos>> = BTreeMap::new();
+        let (log, found) = SegmentLog::open(
+            files,
+            tuning.segment_bytes,
+            covered_before.number,
+            covered_before.at,
+            |n, record, payload| {
+                for (key, value, at) in decode_ops_at(&format!("log record {n}"), payload)? {
+                    if index.located(&key) {
+                        let pos = value.as_ref().map(|v| Pos {
+                            segment: record.segment,
+                            offset: record.offset + at as u64,
+                            len: v.len() as u32,
+                        });
+                        located.insert(key, pos);
+                    } else {
+                        apply_one(&*kv, &key, &value)?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        let puts: Vec<(&[u8], Pos)> = located
+            .iter()
+            .filter_map(|(k, p)| p.map(|p| (k.as_slice(), p)))
+            .collect();
+        let deletes: Vec<&[u8]> = located
+            .iter()
+            .filter(|(_, p)| p.is_none())
+            .map(|(k, _)| k.as_slice())
+            .collect();
+        index.write(&*kv, &puts, &deletes)?;
         replayed += found.records;
-        let next = log.next();
-        if next != covered_before {
+        let covered_now = Covered {
+            number: log.next(),
+            at: log.end(),
+        };
+        if covered_now != covered_before {
             kv.sync()?;
-            kv.insert(&COVERED_KEY, &encode(&next))?;
+            write_covered(&*kv, covered_now)?;
             kv.sync()?;
         }
-        log.remove_covered(next)?;
+        log.remove_covered(covered_now.number.min(index.floor()))?;
         let overlay = Arc::new(Overlay {
             kv,
+            index,
+            covered: Mutex::new(covered_now),
             log,
             tuning,
             state: Mutex::new(State {
@@ -306,12 +446,14 @@ impl Overlay {
                 ready: 0,
                 pending: Vec::new(),
                 cuts: Vec::new(),
+                pending_located: Vec::new(),
+                active_positions: Vec::new(),
                 stop: false,
             }),
             changed: Condvar::new(),
             groups: Mutex::new(Groups {
-                next,
-                unfrozen: next,
+                next: covered_now.number,
+                unfrozen: covered_now.number,
             }),
         });
         Ok((overlay, replayed))
@@ -325,7 +467,7 @@ impl Overlay {
     /// Records writes, visible to reads at once and durable after the next `write_group`
     /// and flush. The writes of one call land in one group record: all or none.
     pub fn commit(&self, writes: impl IntoIterator<Item = (Vec<u8>, Value)>) {
-        lock(&self.state).record(writes);
+        lock(&self.state).record(&*self.index, writes);
     }
 
     /// Deletes `key` if its value is still `expected` (checked and recorded at once).
@@ -338,7 +480,7 @@ impl Overlay {
         if current.as_deref() != Some(expected) {
             return Ok(false);
         }
-        s.record([(key.to_vec(), None)]);
+        s.record(&*self.index, [(key.to_vec(), None)]);
         Ok(true)
     }
 
@@ -456,7 +598,7 @@ impl Overlay {
     fn write_group_then(&self, freeze: bool) -> Result<(), StorageError> {
         let t = self.tuning;
         let mut g = lock(&self.groups);
-        let (ops, parts, froze) = {
+        let (ops, parts, froze, place) = {
             let mut s = lock(&self.state);
             while s.frozen.len() >= t.frozen_max && (freeze || s.active.len() >= t.active_keys_max)
             {
@@ -464,6 +606,27 @@ impl Overlay {
             }
             let ops = std::mem::take(&mut s.pending);
             let parts = split_records(&std::mem::take(&mut s.cuts), t.record_bytes_max);
+            // Where the write will go, so where each located value will lie.
+            let size: u64 = parts.iter().map(|p| (HEADER + p.len()) as u64).sum();
+            let place = (!parts.is_empty()).then(|| self.log.placement(g.next, size));
+            let located = std::mem::take(&mut s.pending_located);
+            if let Some((segment, base)) = place {
+                let mut starts = Vec::with_capacity(parts.len());
+                let mut offset = base;
+                for p in &parts {
+                    starts.push(offset);
+                    offset += (HEADER + p.len()) as u64;
+                }
+                for (key, at, len) in located {
+                    let i = parts.partition_point(|p| p.end <= at);
+                    let pos = Pos {
+                        segment,
+                        offset: starts[i] + (HEADER + at - parts[i].start) as u64,
+                        len,
+                    };
+                    s.active_positions.push((key, pos));
+                }
+            }
             let due = s.active.len() >= t.freeze_keys
                 || s.active_since
                     .is_some_and(|at| at.elapsed() >= t.freeze_after);
@@ -472,16 +635,22 @@ impl Overlay {
                 let end = g.next + parts.len() as u64;
                 let layer = Layer {
                     map: std::mem::take(&mut s.active),
+                    positions: std::mem::take(&mut s.active_positions),
                     groups: g.unfrozen..end,
+                    end: match place {
+                        Some((segment, base)) => Some((segment, base + size)),
+                        None => self.log.end(),
+                    },
                 };
                 s.active_since = None;
                 s.frozen.push_back(Arc::new(layer));
                 g.unfrozen = end;
             }
-            (ops, parts, froze)
+            (ops, parts, froze, place)
         };
         let payloads: Vec<&[u8]> = parts.iter().map(|p| &ops[p.clone()]).collect();
-        self.log.append(g.next, &payloads)?;
+        let wrote = self.log.append(g.next, &payloads)?;
+        assert_eq!(wrote, place, "the log wrote where it said it would");
         g.next += payloads.len() as u64;
         if froze {
             lock(&self.state).ready += 1;
@@ -522,18 +691,39 @@ impl Overlay {
                 s.frozen.front().expect("a ready layer").clone()
             };
             let started = Instant::now();
+            let mut deletes = Vec::new();
             for (key, value) in &layer.map {
-                match value {
-                    Some(v) => self.kv.insert(key, v)?,
-                    None => self.kv.remove(key)?,
-                };
+                if self.index.located(key) {
+                    if value.is_none() {
+                        deletes.push(key.as_slice());
+                    }
+                    continue;
+                }
+                apply_one(&*self.kv, key, value)?;
             }
-            // The keys durable, then the number they cover, durable too, and only then the
+            // The located keys still put at the layer's end, where their values lie.
+            let puts = newest_by_key(
+                layer
+                    .positions
+                    .iter()
+                    .filter(|(k, _)| matches!(layer.map.get(k), Some(Some(_))))
+                    .map(|(k, p)| (k.as_slice(), *p))
+                    .collect(),
+            );
+            self.index.write(&*self.kv, &puts, &deletes)?;
+            // The keys durable, then what they cover, durable too, and only then the
             // segments deleted: a record is never gone while a write it holds is missing.
+            // Segments holding located values stay (`remove_segments_below`).
+            let covered = Covered {
+                number: layer.groups.end,
+                at: layer.end,
+            };
             self.kv.sync()?;
-            self.kv.insert(&COVERED_KEY, &encode(&layer.groups.end))?;
+            write_covered(&*self.kv, covered)?;
             self.kv.sync()?;
-            self.log.remove_covered(layer.groups.end)?;
+            *lock(&self.covered) = covered;
+            self.log
+                .remove_covered(covered.number.min(self.index.floor()))?;
             {
                 let mut s = lock(&self.state);
                 let done = s.frozen.pop_front().expect("the layer just written");
@@ -547,6 +737,61 @@ impl Overlay {
                 .increment(layer.map.len() as u64);
             n += 1;
         }
+    }
+
+    /// Deletes the segments whose records are all below both `floor` (the first record of
+    /// the oldest segment holding a value still indexed) and what sled covers. Answers how
+    /// many.
+    pub fn remove_segments_below(&self, floor: u64) -> Result<usize, StorageError> {
+        let covered = lock(&self.covered).number;
+        self.log.remove_covered(floor.min(covered))
+    }
+
+    /// The bytes of a located value, where the index says it lies.
+    pub fn read_at(&self, pos: Pos) -> Result<Vec<u8>, StorageError> {
+        self.log.read_at(pos)
+    }
+
+    /// The newest overlay write of `key`, without looking in sled: `Some(None)` when it
+    /// deletes it, `None` when the overlay has no write of it.
+    pub fn get_layers(&self, key: &[u8]) -> Option<Value> {
+        layered(&lock(&self.state), key)
+    }
+
+    /// The overlay's newest writes in `lo..hi` (ascending, or descending with `rev`),
+    /// deletions included, the first `limit` of them; sled is not read.
+    pub fn layers_range(
+        &self,
+        lo: Bound<Vec<u8>>,
+        hi: Bound<Vec<u8>>,
+        rev: bool,
+        limit: usize,
+    ) -> Vec<(Vec<u8>, Value)> {
+        if is_empty_range(&lo, &hi) || limit == 0 {
+            return Vec::new();
+        }
+        // The first `limit` of each layer hold the first `limit` of them all: a key among
+        // those is preceded, in any layer holding it, only by keys among those.
+        let mut merged = Map::new();
+        let s = lock(&self.state);
+        for layer in s.frozen.iter().map(|l| &l.map).chain([&s.active]) {
+            let range = layer.range((lo.clone(), hi.clone()));
+            let firsts: Box<dyn Iterator<Item = _>> = if rev {
+                Box::new(range.rev().take(limit))
+            } else {
+                Box::new(range.take(limit))
+            };
+            for (k, v) in firsts {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+        drop(s);
+        let out: Box<dyn Iterator<Item = _>> = if rev {
+            Box::new(merged.into_iter().rev())
+        } else {
+            Box::new(merged.into_iter())
+        };
+        out.take(limit).collect()
     }
 
     /// Asks the checkpointer to return once the layers already ready are written.
@@ -629,7 +874,8 @@ mod tests {
             segment_bytes: 1 << 20,
         };
         let files = crate::store::segment_log::FsLogFiles::open(&dir.path().join("log")).unwrap();
-        let (overlay, _) = Overlay::recover(kv.clone(), Box::new(files), tuning).unwrap();
+        let (overlay, _) =
+            Overlay::recover(kv.clone(), Box::new(files), tuning, Arc::new(NoIndex)).unwrap();
         let put = |k: u8| overlay.commit([(vec![b'E', k], Some(vec![k]))]);
         put(1);
         put(2);

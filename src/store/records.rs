@@ -30,6 +30,7 @@ use crate::domain::{
 };
 
 use super::codec::Record;
+use super::overlay::Covered;
 use super::{FeedEntry, IdemRecord};
 
 /// Credits per bucket (`Buckets`), version 2 (with `promo`; version 1 is
@@ -1079,6 +1080,53 @@ impl From<UsageRecordV2> for Usage {
     }
 }
 
+/// What sled covers of the write-ahead log (`overlay::Covered`), version 2: the first
+/// record not covered and where it starts, as (segment, offset). Version 1 was the number
+/// alone (a `u64`), read as a position not known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoveredRecordV2 {
+    pub number: u64,
+    pub at: Option<(u64, u64)>,
+}
+
+impl Record for CoveredRecordV2 {
+    const VERSION: u8 = 2;
+    fn decode_older(version: u8, bytes: &[u8]) -> Option<postcard::Result<Self>> {
+        (version == super::codec::FORMAT_V1).then(|| {
+            postcard::from_bytes::<u64>(bytes).map(|number| CoveredRecordV2 { number, at: None })
+        })
+    }
+}
+
+impl From<Covered> for CoveredRecordV2 {
+    fn from(c: Covered) -> Self {
+        CoveredRecordV2 {
+            number: c.number,
+            at: c.at,
+        }
+    }
+}
+
+impl From<CoveredRecordV2> for Covered {
+    fn from(r: CoveredRecordV2) -> Self {
+        Covered {
+            number: r.number,
+            at: r.at,
+        }
+    }
+}
+
+/// Where one account's consecutive events lie in the log (`runs::Run`), version 1: the
+/// sequence number of the first, and for each event in order its (segment, offset,
+/// length). Stored under `R‖account‖0‖first`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecordV1 {
+    pub first: u64,
+    pub events: Vec<(u64, u64, u32)>,
+}
+
+impl Record for RunRecordV1 {}
+
 /// What an idempotency key is bound to (`IdemRecord`), version 1.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdemRecordV1 {
@@ -1699,6 +1747,9 @@ mod tests {
     ];
     const TOTALS: &str = "02a413c60170a47b1806025ebe7184";
     const IDEM: &str = "0130313233343536373839616263646566ac068090acf3da665cf31df8";
+    const COVERED: &str = "02070103802007bd3df4";
+    const V1_COVERED: &str = "01071db6a6c6";
+    const RUN: &str = "0105020112c80101ac02c901d1d1ffdc";
 
     /// `pinned` decodes through its record `R` to `value`.
     fn decodes_to<R, T>(value: &T, pinned: &str)
@@ -1750,5 +1801,30 @@ mod tests {
             book_totals(99)
         );
         same_bytes::<IdemRecordV1, _>(&idem(), IDEM);
+
+        // What sled covers of the log: version 1 was the bare number.
+        let covered = CoveredRecordV2 {
+            number: 7,
+            at: Some((3, 4096)),
+        };
+        assert_eq!(hex(&encode(&covered)), COVERED);
+        assert_eq!(
+            decode::<CoveredRecordV2>(b"L", &unhex(COVERED)).unwrap(),
+            covered
+        );
+        assert_eq!(hex(&encode(&7u64)), V1_COVERED);
+        assert_eq!(
+            decode::<CoveredRecordV2>(b"L", &unhex(V1_COVERED)).unwrap(),
+            CoveredRecordV2 {
+                number: 7,
+                at: None
+            }
+        );
+        let run = RunRecordV1 {
+            first: 5,
+            events: vec![(1, 18, 200), (1, 300, 201)],
+        };
+        assert_eq!(hex(&encode(&run)), RUN);
+        assert_eq!(decode::<RunRecordV1>(b"R", &unhex(RUN)).unwrap(), run);
     }
 }

@@ -49,6 +49,18 @@ pub const HEADER: usize = 18;
 /// The default size a segment is preallocated to (`storage.segment_bytes`).
 pub const SEGMENT_BYTES: u64 = 64 << 20;
 
+/// Where some bytes lie in the log: a segment (by its name, the number of its first
+/// record), the offset in it, the length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pos {
+    pub segment: u64,
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// Where a record starts: its segment and the offset in it.
+pub type At = (u64, u64);
+
 /// The files of the log, by segment number. The daemon's is `FsLogFiles`; the simulator
 /// has one that injects faults.
 pub trait LogFiles: Send + Sync + 'static {
@@ -56,6 +68,9 @@ pub trait LogFiles: Send + Sync + 'static {
     fn list(&self) -> Result<Vec<u64>, StorageError>;
     /// The whole content of a segment.
     fn read(&self, segment: u64) -> Result<Vec<u8>, StorageError>;
+    /// `len` bytes of a segment from `offset` (durable ones: a value the checkpointer
+    /// has indexed).
+    fn read_at(&self, segment: u64, offset: u64, len: u32) -> Result<Vec<u8>, StorageError>;
     /// Creates a segment of `len` zero bytes (preallocated) and makes its existence
     /// durable (an fsync of the directory).
     fn create(&self, segment: u64, len: u64) -> Result<(), StorageError>;
@@ -80,6 +95,8 @@ pub struct FsLogFiles {
     dir: PathBuf,
     /// Open handles, by segment (the one being appended to, mostly).
     open: Mutex<HashMap<u64, std::sync::Arc<File>>>,
+    /// Handles read through (`read_at`), by segment: a few dozen at most.
+    readers: Mutex<HashMap<u64, std::sync::Arc<File>>>,
 }
 
 impl FsLogFiles {
@@ -95,6 +112,7 @@ impl FsLogFiles {
         Ok(FsLogFiles {
             dir: dir.to_path_buf(),
             open: Mutex::default(),
+            readers: Mutex::default(),
         })
     }
 
@@ -172,6 +190,32 @@ impl LogFiles for FsLogFiles {
         std::fs::read(&path).map_err(|e| io(format!("reading {}", path.display()), e))
     }
 
+    fn read_at(&self, segment: u64, offset: u64, len: u32) -> Result<Vec<u8>, StorageError> {
+        use std::os::unix::fs::FileExt;
+        let path = self.path(segment);
+        let f = {
+            let mut readers = lock(&self.readers);
+            match readers.get(&segment) {
+                Some(f) => f.clone(),
+                None => {
+                    let f = std::sync::Arc::new(
+                        File::open(&path)
+                            .map_err(|e| io(format!("opening {}", path.display()), e))?,
+                    );
+                    if readers.len() >= 64 {
+                        readers.clear();
+                    }
+                    readers.insert(segment, f.clone());
+                    f
+                }
+            }
+        };
+        let mut buf = vec![0; len as usize];
+        f.read_exact_at(&mut buf, offset)
+            .map_err(|e| io(format!("reading {} at byte {offset}", path.display()), e))?;
+        Ok(buf)
+    }
+
     fn create(&self, segment: u64, len: u64) -> Result<(), StorageError> {
         let path = self.path(segment);
         let f = std::fs::OpenOptions::new()
@@ -213,6 +257,7 @@ impl LogFiles for FsLogFiles {
 
     fn remove(&self, segment: u64) -> Result<(), StorageError> {
         lock(&self.open).remove(&segment);
+        lock(&self.readers).remove(&segment);
         let path = self.path(segment);
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
@@ -344,12 +389,24 @@ impl SegmentLog {
         files: Box<dyn LogFiles>,
         segment_bytes: u64,
         covered: u64,
-        mut apply: impl FnMut(u64, &[u8]) -> Result<(), StorageError>,
+        covered_at: Option<At>,
+        mut apply: impl FnMut(u64, Pos, &[u8]) -> Result<(), StorageError>,
     ) -> Result<(SegmentLog, Replay), StorageError> {
         let mut segments = files.list()?;
         segments.sort_unstable();
-        // Segments wholly below `covered` are leftovers of a checkpoint: skip them.
-        let first_needed = segments.iter().rposition(|&s| s <= covered).unwrap_or(0);
+        // The records below `covered` are in sled (and the events among them are read
+        // where they lie, checked by their own checksums): reading starts at the segment
+        // holding record `covered`, at the byte where it starts when that is known.
+        let first_needed = match covered_at {
+            Some((segment, _)) => segments.binary_search(&segment).map_err(|_| {
+                corrupt(
+                    segment,
+                    0,
+                    format!("the segment holding record {covered} is missing"),
+                )
+            })?,
+            None => segments.iter().rposition(|&s| s <= covered).unwrap_or(0),
+        };
         let mut replay = Replay {
             records: 0,
             cut_bytes: 0,
@@ -379,8 +436,17 @@ impl SegmentLog {
                 }
                 _ => {}
             }
-            let mut want = segment;
-            let mut at = 0usize;
+            let (mut want, mut at) = match covered_at {
+                Some((_, offset)) if i == first_needed => (covered, offset as usize),
+                _ => (segment, 0usize),
+            };
+            if at > bytes.len() {
+                return Err(corrupt(
+                    segment,
+                    at,
+                    format!("record {covered} starts past the end of its segment"),
+                ));
+            }
             let mut last_number = None;
             let end = loop {
                 if at == bytes.len() || bytes[at..].iter().all(|&b| b == 0) {
@@ -389,7 +455,12 @@ impl SegmentLog {
                 let bad = match parse(&bytes[at..]) {
                     Ok(f) if f.number == want => {
                         if f.number >= covered {
-                            apply(f.number, f.payload)?;
+                            let pos = Pos {
+                                segment,
+                                offset: (at + HEADER) as u64,
+                                len: f.payload.len() as u32,
+                            };
+                            apply(f.number, pos, f.payload)?;
                             replay.records += 1;
                         }
                         last_number = Some(f.number);
@@ -452,12 +523,36 @@ impl SegmentLog {
         lock(&self.state).next
     }
 
+    /// Where the next write goes if it is `n` bytes and starts with record `first`: the
+    /// active segment's end if it fits (or the segment is empty), else a new segment
+    /// named `first`. `append` puts it exactly there.
+    pub fn placement(&self, first: u64, n: u64) -> At {
+        match &lock(&self.state).active {
+            Some(a) if a.offset + n <= a.len || a.offset == 0 => (a.segment, a.offset),
+            _ => (first, 0),
+        }
+    }
+
+    /// Where the last write ended (`None` before the first segment).
+    pub fn end(&self) -> Option<At> {
+        lock(&self.state)
+            .active
+            .as_ref()
+            .map(|a| (a.segment, a.offset))
+    }
+
+    /// The bytes at `pos` (written and made durable before).
+    pub fn read_at(&self, pos: Pos) -> Result<Vec<u8>, StorageError> {
+        self.files.read_at(pos.segment, pos.offset, pos.len)
+    }
+
     /// Appends records numbered from `first` (which must be `next()`), in one write to the
     /// log, and makes them durable with one fdatasync. Any failure leaves the log broken:
     /// the caller is fail-stop.
-    pub fn append(&self, first: u64, payloads: &[&[u8]]) -> Result<(), StorageError> {
+    /// Answers where the write went (`placement`), `None` when there was nothing to write.
+    pub fn append(&self, first: u64, payloads: &[&[u8]]) -> Result<Option<At>, StorageError> {
         if payloads.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let mut s = lock(&self.state);
         if s.broken {
@@ -475,9 +570,9 @@ impl SegmentLog {
         let r = self.write_synced(&mut s, first, &buf);
         s.buf = buf;
         match r {
-            Ok(()) => {
+            Ok(at) => {
                 s.next = first + payloads.len() as u64;
-                Ok(())
+                Ok(Some(at))
             }
             Err(e) => {
                 s.broken = true;
@@ -486,8 +581,9 @@ impl SegmentLog {
         }
     }
 
-    fn write_synced(&self, s: &mut LogState, first: u64, buf: &[u8]) -> Result<(), StorageError> {
+    fn write_synced(&self, s: &mut LogState, first: u64, buf: &[u8]) -> Result<At, StorageError> {
         let n = buf.len() as u64;
+        // The rule `placement` answers by.
         let fits = s
             .active
             .as_ref()
@@ -503,10 +599,11 @@ impl SegmentLog {
             });
         }
         let a = s.active.as_mut().expect("an active segment");
+        let at = (a.segment, a.offset);
         self.files.write(a.segment, a.offset, buf)?;
         self.files.sync(a.segment)?;
         a.offset += n;
-        Ok(())
+        Ok(at)
     }
 
     /// Deletes the segments whose records are all below `covered` (never the active one).
@@ -544,7 +641,8 @@ mod tests {
             Box::new(FsLogFiles::open(dir).unwrap()),
             4096,
             covered,
-            |n, p| {
+            None,
+            |n, _, p| {
                 got.push((n, p.to_vec()));
                 Ok(())
             },
@@ -621,7 +719,8 @@ mod tests {
             Box::new(FsLogFiles::open(dir.path()).unwrap()),
             4096,
             0,
-            |_, _| Ok(()),
+            None,
+            |_, _, _| Ok(()),
         )
         .err()
         .expect("refused");

@@ -5,19 +5,19 @@
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::codec::{decode, display_key, encode};
 use super::kv::{scan_prefix, Kv, SledKv};
 use super::overlay::{Overlay, Tuning, Value};
 use super::records::{AccountRecordV2, EventRecordV3, FeedEntryRecordV2, IdemRecordV1};
 use super::recovery::{recover, Start, Visit};
+use super::runs::{self, EventIndex, EVENT};
 use super::segment_log::{FsLogFiles, LogFiles};
 use super::totals::{self, BookTotals};
 use super::{Append, FeedEntry, IdemRecord, StorageError, Store};
 use crate::domain::{Account, Event, Ts};
 
-const EVENT: u8 = b'E';
 const SNAPSHOT: u8 = b'S';
 const IDEM: u8 = b'I';
 const FEED: u8 = b'F';
@@ -60,6 +60,13 @@ pub struct SledStore {
     totals: Vec<Mutex<BookTotals>>,
     /// Log records (and earlier releases' group records) replayed at open.
     replayed: usize,
+    /// Whether sled holds events written by an earlier release (`E‖account‖0‖seq`, read
+    /// beside the runs until they are gone).
+    legacy_events: bool,
+    /// Held (shared) by every read of events where they lie in the log, and (exclusive)
+    /// while segments are deleted, so that no read is left with a run pointing into a
+    /// deleted segment.
+    segments_gc: RwLock<()>,
 }
 
 fn event_key(account: &str, seq: u64) -> Vec<u8> {
@@ -155,7 +162,9 @@ impl SledStore {
         // First of all: the log records a previous run left hold writes that may not be
         // in their keys yet, and everything below reads those keys.
         let started = std::time::Instant::now();
-        let (overlay, replayed) = Overlay::recover(kv.clone(), files, options.tuning)?;
+        let (overlay, replayed) =
+            Overlay::recover(kv.clone(), files, options.tuning, Arc::new(EventIndex))?;
+        let legacy_events = scan_prefix(&*kv, &[EVENT]).next().transpose()?.is_some();
         let (lo, hi) = prefix(FEED);
         let feed_next = match kv.range(lo, hi, true).next() {
             Some(kv) => {
@@ -194,6 +203,8 @@ impl SledStore {
             feed_next: AtomicU64::new(feed_next),
             totals: totals.into_iter().map(Mutex::new).collect(),
             replayed: 0,
+            legacy_events,
+            segments_gc: RwLock::new(()),
         };
         if rebuild {
             store.rebuild_totals()?;
@@ -425,13 +436,7 @@ impl Store for SledStore {
         from: u64,
         limit: usize,
     ) -> Result<Vec<Event>, StorageError> {
-        let start = event_key(account, from);
-        let end = event_key(account, u64::MAX);
-        self.decode_range::<EventRecordV3, _>(
-            (Bound::Included(start), Bound::Included(end)),
-            false,
-            limit,
-        )
+        self.events_merged(account, from, false, limit)
     }
 
     fn events_before(
@@ -440,17 +445,25 @@ impl Store for SledStore {
         before: u64,
         limit: usize,
     ) -> Result<Vec<Event>, StorageError> {
-        let start = event_key(account, 0);
-        let end = event_key(account, before);
-        self.decode_range::<EventRecordV3, _>(
-            (Bound::Included(start), Bound::Excluded(end)),
-            true,
-            limit,
-        )
+        self.events_merged(account, before, true, limit)
     }
 
     fn event(&self, account: &str, seq: u64) -> Result<Option<Event>, StorageError> {
-        self.get_decoded::<EventRecordV3, _>(&event_key(account, seq))
+        let key = event_key(account, seq);
+        let bytes = match self.overlay.get_layers(&key) {
+            Some(v) => v,
+            None => {
+                let _gc = self.segments_gc.read().unwrap_or_else(|p| p.into_inner());
+                match runs::find(&*self.kv, account.as_bytes(), seq)? {
+                    Some(pos) => Some(self.overlay.read_at(pos)?),
+                    None if self.legacy_events => self.kv.get(&key)?,
+                    None => None,
+                }
+            }
+        };
+        bytes
+            .map(|b| decode::<EventRecordV3>(&key, &b).map(Event::from))
+            .transpose()
     }
 
     fn idempotency(&self, account: &str, key: &str) -> Result<Option<IdemRecord>, StorageError> {
@@ -592,6 +605,13 @@ impl Store for SledStore {
         Ok(())
     }
 
+    /// Below the oldest segment any run points into, and below what sled covers.
+    fn remove_unindexed_segments(&self) -> Result<usize, StorageError> {
+        let _gc = self.segments_gc.write().unwrap_or_else(|p| p.into_inner());
+        let floor = runs::oldest_segment(&*self.kv)?;
+        self.overlay.remove_segments_below(floor)
+    }
+
     /// The group commit: one write to the log, one fdatasync; sled is not touched.
     fn sync(&self) -> Result<(), StorageError> {
         self.overlay.write_group()
@@ -617,7 +637,112 @@ impl Store for SledStore {
     }
 }
 
+/// Where a page of events comes from: the overlay (a value, or a deletion that hides the
+/// others), the log where a run says the event lies, or sled (an earlier release's).
+enum Source {
+    Layer(Value),
+    Run(super::segment_log::Pos),
+    Sled(Vec<u8>),
+}
+
 impl SledStore {
+    /// Up to `limit` events of `account` with `seq >= from` (ascending), or `seq < from`
+    /// (descending, with `rev`): the overlay's newest writes over the runs over an earlier
+    /// release's events in sled. Each source is read a page at a time; a page is merged
+    /// only up to where every source that filled its page has reached, then the next
+    /// page starts there.
+    fn events_merged(
+        &self,
+        account: &str,
+        from: u64,
+        rev: bool,
+        limit: usize,
+    ) -> Result<Vec<Event>, StorageError> {
+        let _gc = self.segments_gc.read().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        let mut cursor = from;
+        while out.len() < limit {
+            let want = limit - out.len();
+            let (lo, hi) = if rev {
+                (
+                    Bound::Included(event_key(account, 0)),
+                    Bound::Excluded(event_key(account, cursor)),
+                )
+            } else {
+                (
+                    Bound::Included(event_key(account, cursor)),
+                    Bound::Included(event_key(account, u64::MAX)),
+                )
+            };
+            let seq_of = |k: &[u8]| runs::parse_event_key(k).map_or(0, |(_, s)| s);
+            // Where the sources that filled their page stopped: past the nearest of
+            // those, nothing is known yet.
+            let mut reached: Option<u64> = None;
+            let mut stop_at = |len: usize, last: Option<u64>| {
+                if let (true, Some(l)) = (len == want, last) {
+                    reached = Some(match reached {
+                        Some(r) if rev => r.max(l),
+                        Some(r) => r.min(l),
+                        None => l,
+                    });
+                }
+            };
+            let mut page: std::collections::BTreeMap<u64, (Vec<u8>, Source)> =
+                std::collections::BTreeMap::new();
+            // The overlay first: a layer leaves it only once its runs are in sled, so an
+            // event missed here is found there (in that order, never the other).
+            let layers = self.overlay.layers_range(lo.clone(), hi.clone(), rev, want);
+            stop_at(layers.len(), layers.last().map(|(k, _)| seq_of(k)));
+            for (k, v) in layers {
+                page.insert(seq_of(&k), (k, Source::Layer(v)));
+            }
+            let indexed = runs::positions(&*self.kv, account.as_bytes(), cursor, rev, want)?;
+            stop_at(indexed.len(), indexed.last().map(|(s, _)| *s));
+            for (seq, pos) in indexed {
+                page.entry(seq)
+                    .or_insert_with(|| (event_key(account, seq), Source::Run(pos)));
+            }
+            if self.legacy_events {
+                let sled: Vec<_> = self
+                    .kv
+                    .range(lo, hi, rev)
+                    .take(want)
+                    .collect::<Result<_, _>>()?;
+                stop_at(sled.len(), sled.last().map(|(k, _)| seq_of(k)));
+                for (k, v) in sled {
+                    page.entry(seq_of(&k)).or_insert((k, Source::Sled(v)));
+                }
+            }
+            let within = |seq: u64| match reached {
+                Some(r) if rev => seq >= r,
+                Some(r) => seq <= r,
+                None => true,
+            };
+            let entries: Box<dyn Iterator<Item = _>> = if rev {
+                Box::new(page.into_iter().rev())
+            } else {
+                Box::new(page.into_iter())
+            };
+            for (_, (key, source)) in entries.take_while(|(seq, _)| within(*seq)) {
+                let bytes = match source {
+                    Source::Layer(None) => continue,
+                    Source::Layer(Some(v)) | Source::Sled(v) => v,
+                    Source::Run(pos) => self.overlay.read_at(pos)?,
+                };
+                out.push(Event::from(decode::<EventRecordV3>(&key, &bytes)?));
+                if out.len() == limit {
+                    break;
+                }
+            }
+            match reached {
+                None => break,
+                Some(r) if rev => cursor = r,
+                Some(r) => cursor = r + 1,
+            }
+        }
+        Ok(out)
+    }
+
     /// Writes the layers that are ready into their keys (what the checkpointer thread
     /// does), for a store opened without that thread. Answers how many.
     pub fn checkpoint_step(&self) -> Result<usize, StorageError> {
@@ -758,6 +883,132 @@ mod tests {
         assert_eq!(scan_prefix(&*store.kv, &[IDEM]).count(), 500 + 50 - 274);
     }
 
+    /// Events are not written into sled: the checkpointer indexes where they lie in the
+    /// log (runs), reads find them there, and retention deletes whole segments once every
+    /// event in them is pruned, keeping every event above the base readable, also after a
+    /// reopen.
+    #[test]
+    fn events_stay_in_the_log_and_retention_deletes_whole_segments() {
+        let p = Pricing::standard();
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            tuning: Tuning {
+                freeze_keys: 30,
+                segment_bytes: 8192,
+                ..Tuning::default()
+            },
+            checkpointer_thread: false,
+        };
+        let open = || SledStore::open_dir(dir.path(), 1 << 20, options).unwrap();
+        let store = open();
+        let mut accounts = Vec::new();
+        for id in ["a", "b"] {
+            let created = Account::create(id, "agency", Ts(0), Ts(0), &p).unwrap();
+            let mut a = Account::empty(id);
+            a.apply(&created);
+            let events = [created];
+            let append = Append {
+                events: &events,
+                snapshot: Some(&a),
+                ..Default::default()
+            };
+            store.append(id, append).unwrap();
+            accounts.push(a);
+        }
+        let mut written: Vec<Vec<Event>> = vec![Vec::new(), Vec::new()];
+        for i in 0..200i64 {
+            for (n, a) in accounts.iter_mut().enumerate() {
+                let cmd = Command::Debit {
+                    operation: "caption_generation".into(),
+                    quantity: 1,
+                    metadata: vec![],
+                    idempotency_key: format!("k{i}"),
+                    member: None,
+                };
+                let body = a.decide(&cmd, Ts(1000 + i), &p).unwrap();
+                let ev = a.record(body, Ts(1000 + i), &p);
+                let events = [ev.clone()];
+                let snapshot = (i == 150).then_some(&*a);
+                let append = Append {
+                    events: &events,
+                    snapshot,
+                    ..Default::default()
+                };
+                store.append(&a.id, append).unwrap();
+                written[n].push(ev);
+            }
+            if i % 5 == 4 {
+                store.sync().unwrap();
+                store.checkpoint_step().unwrap();
+            }
+        }
+        store.sync().unwrap();
+        while store.checkpoint_step().unwrap() > 0 {}
+        let all = |store: &SledStore, id: &str| store.events_from(id, 2, usize::MAX).unwrap();
+        let check = |store: &SledStore, from: usize| {
+            for (n, id) in ["a", "b"].into_iter().enumerate() {
+                assert_eq!(all(store, id), written[n][from..]);
+                let seq = written[n][from + 10].seq;
+                assert_eq!(
+                    store.event(id, seq).unwrap().as_ref(),
+                    Some(&written[n][from + 10])
+                );
+                let page = store.events_before(id, seq, 5).unwrap();
+                let want: Vec<Event> = written[n][from + 5..from + 10]
+                    .iter()
+                    .rev()
+                    .cloned()
+                    .collect();
+                assert_eq!(page, want);
+            }
+        };
+        check(&store, 0);
+        assert_eq!(
+            scan_prefix(&*store.kv, &[EVENT]).count(),
+            0,
+            "events in sled"
+        );
+        assert!(scan_prefix(&*store.kv, &[runs::RUN]).count() >= 2);
+        let segments = store.segments().len();
+        assert!(segments > 4, "{segments}");
+        // Nothing is pruned yet: no segment goes.
+        assert_eq!(store.remove_unindexed_segments().unwrap(), 0);
+        drop(store);
+        let store = open();
+        check(&store, 0);
+
+        // Retention below the snapshot (seq 152 of each), then the segments.
+        for id in ["a", "b"] {
+            let n = crate::history::prune_account(&store, id, Ts(i64::MAX / 2), u64::MAX).unwrap();
+            assert_eq!(n, 151);
+        }
+        // Until the checkpointer has taken them out of their runs, the segments stay.
+        assert_eq!(store.remove_unindexed_segments().unwrap(), 0);
+        store.sync().unwrap();
+        store.overlay.close().unwrap();
+        while store.checkpoint_step().unwrap() > 0 {}
+        let removed = store.remove_unindexed_segments().unwrap();
+        assert!(removed > 0 && removed < segments, "{removed} of {segments}");
+        let pruned_from = 151 - 1; // the first event kept, of those debits
+        for (n, id) in ["a", "b"].into_iter().enumerate() {
+            assert_eq!(store.base(id).unwrap().unwrap().seq, 151);
+            assert_eq!(
+                store.events_from(id, 0, usize::MAX).unwrap(),
+                written[n][pruned_from..]
+            );
+        }
+        let left = store.segments();
+        drop(store);
+        let store = open();
+        assert_eq!(store.segments(), left);
+        for (n, id) in ["a", "b"].into_iter().enumerate() {
+            assert_eq!(
+                store.events_from(id, 0, usize::MAX).unwrap(),
+                written[n][pruned_from..]
+            );
+        }
+    }
+
     /// A store left by the previous release with group records (`L‖n` in sled) that no
     /// checkpoint reached opens with their writes applied, and without them afterwards.
     /// The records are made with the old format's own helper from the keys a real store
@@ -772,13 +1023,21 @@ mod tests {
             write_account(&store, "a", &p, false);
             write_account(&store, "b", &p, true);
             store.close().unwrap();
-            store
+            // The previous release kept events in sled, as values; this one keeps runs.
+            let mut writes: Vec<(Vec<u8>, Value)> = store
                 .kv
                 .range(Bound::Unbounded, Bound::Unbounded, false)
                 .map(|e| e.unwrap())
-                .filter(|(k, _)| k.as_slice() != COVERED_KEY)
+                .filter(|(k, _)| k.as_slice() != COVERED_KEY && k[0] != runs::RUN)
                 .map(|(k, v)| (k, Some(v)))
-                .collect()
+                .collect();
+            for id in ["a", "b"] {
+                for ev in store.events_from(id, 0, 10).unwrap() {
+                    let bytes = encode(&EventRecordV3::from(&ev));
+                    writes.push((event_key(id, ev.seq), Some(bytes)));
+                }
+            }
+            writes
         };
         assert!(writes.len() > 4, "{}", writes.len());
         let old = tempfile::tempdir().unwrap();
@@ -808,6 +1067,7 @@ mod tests {
         for (k, v) in &writes {
             assert_eq!(&store.kv.get(k).unwrap(), v, "{}", display_key(k));
         }
+        assert!(store.legacy_events);
         assert_eq!(store.feed_cursor("zombie").unwrap(), None);
         let a = store.snapshot("a").unwrap().expect("a's snapshot");
         assert_eq!(a.seq, 2);
