@@ -151,7 +151,7 @@ run_redis() { # port n
     sha=$(redis-cli -p "$1" SCRIPT LOAD "$REDIS_LUA")
     redis-benchmark -p "$1" -c $CONNS -n "$2" -r $ACCOUNTS --csv \
         EVALSHA "$sha" 1 'acct:__rand_int__' 1 2>/dev/null | tail -1 |
-        python3 -c 'import csv,sys; r=next(csv.reader(sys.stdin)); print(r[1], r[4], r[6], "ok")'
+        python3 -c 'import csv,sys; r=next(csv.reader(sys.stdin)); print(r[1], r[4], r[6], "ok", "-", "-")'
 }
 
 run_postgres() { # port
