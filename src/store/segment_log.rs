@@ -397,14 +397,26 @@ impl SegmentLog {
         // The records below `covered` are in sled (and the events among them are read
         // where they lie, checked by their own checksums): reading starts at the segment
         // holding record `covered`, at the byte where it starts when that is known.
-        let first_needed = match covered_at {
-            Some((segment, _)) => segments.binary_search(&segment).map_err(|_| {
-                corrupt(
-                    segment,
-                    0,
-                    format!("the segment holding record {covered} is missing"),
-                )
-            })?,
+        let start = match covered_at {
+            Some((segment, offset)) => Some(match segments.binary_search(&segment) {
+                Ok(i) => (i, offset),
+                // Record `covered` did not fit there and started a segment of its own;
+                // the one before, all covered, may be gone.
+                Err(_) => match segments.binary_search(&covered) {
+                    Ok(i) => (i, 0),
+                    Err(_) => {
+                        return Err(corrupt(
+                            segment,
+                            0,
+                            format!("the segment holding record {covered} is missing"),
+                        ))
+                    }
+                },
+            }),
+            None => None,
+        };
+        let first_needed = match start {
+            Some((i, _)) => i,
             None => segments.iter().rposition(|&s| s <= covered).unwrap_or(0),
         };
         let mut replay = Replay {
@@ -436,7 +448,7 @@ impl SegmentLog {
                 }
                 _ => {}
             }
-            let (mut want, mut at) = match covered_at {
+            let (mut want, mut at) = match start {
                 Some((_, offset)) if i == first_needed => (covered, offset as usize),
                 _ => (segment, 0usize),
             };
@@ -680,6 +692,44 @@ mod tests {
         drop(log);
         let (_, got, _) = open(dir.path(), 19);
         assert_eq!(got.len(), 3);
+    }
+
+    /// What sled covers is where record `covered` starts: the end of a segment when the
+    /// record did not fit there and started the next one, which may be all that is left.
+    #[test]
+    fn reading_starts_where_the_first_record_not_covered_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let end;
+        {
+            let (log, _, _) = open(dir.path(), 0);
+            log.append(0, &[&[1; 1000], &[2; 1000]]).unwrap();
+            end = log.end().unwrap();
+            log.append(2, &[&[3; 4000]]).unwrap(); // does not fit: segment 2
+            assert_eq!(log.segments(), vec![0, 2]);
+        }
+        let reopen = |at: Option<At>| {
+            let mut got = Vec::new();
+            let files = Box::new(FsLogFiles::open(dir.path()).unwrap());
+            SegmentLog::open(files, 4096, 2, at, |n, _, _| {
+                got.push(n);
+                Ok(())
+            })
+            .map(|(log, _)| (log.next(), got))
+        };
+        assert_eq!(reopen(Some(end)).unwrap(), (3, vec![2]));
+        assert_eq!(reopen(None).unwrap(), (3, vec![2]));
+        {
+            let (log, _, _) = open(dir.path(), 2);
+            assert_eq!(log.remove_covered(2).unwrap(), 1);
+        }
+        assert_eq!(reopen(Some(end)).unwrap(), (3, vec![2]));
+        std::fs::remove_file(seg_path(dir.path(), 2)).unwrap();
+        let err = reopen(Some(end)).err().expect("refused");
+        assert!(
+            err.to_string()
+                .contains("the segment holding record 2 is missing"),
+            "{err}"
+        );
     }
 
     #[test]
