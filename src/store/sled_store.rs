@@ -323,7 +323,8 @@ impl SledStore {
             return Ok(());
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let (kv, filter, halt) = (self.kv.clone(), self.idem_filter.clone(), stop.clone());
+        let (overlay, filter, halt) =
+            (self.overlay.clone(), self.idem_filter.clone(), stop.clone());
         let delay = self.options.idempotency_filter.build_delay;
         let build = move || {
             let until = std::time::Instant::now() + delay;
@@ -331,7 +332,7 @@ impl SledStore {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             let started = std::time::Instant::now();
-            match fill_filter(&*kv, &filter, &halt) {
+            match fill_filter(&overlay, &filter, &halt) {
                 Ok(Some(keys)) => tracing::info!(
                     keys,
                     elapsed_ms = started.elapsed().as_millis() as u64,
@@ -358,7 +359,8 @@ impl SledStore {
         Ok(())
     }
 
-    /// Stops the filter's builder if it still runs (it holds sled open), and waits for it.
+    /// Stops the filter's builder if it still runs (it holds the overlay, so sled, open),
+    /// and waits for it.
     fn stop_filter_build(&self) {
         let build = self
             .filter_build
@@ -377,22 +379,29 @@ impl SledStore {
     }
 }
 
-/// Adds every idempotency record in `kv` to `filter`, then marks it complete; answers how
-/// many, or `None` when asked to stop first.
+/// Adds every idempotency record to `filter` (sled's, with the overlay's layers merged
+/// over them, so a write the open left in a layer is covered too), then marks it
+/// complete; answers how many, or `None` when asked to stop first.
 fn fill_filter(
-    kv: &dyn Kv,
+    overlay: &Overlay,
     filter: &IdemFilter,
     stop: &AtomicBool,
 ) -> Result<Option<u64>, StorageError> {
     let mut n = 0u64;
-    for entry in scan_prefix(kv, &[IDEM]) {
+    let mut stopped = false;
+    let (lo, hi) = prefix(IDEM);
+    overlay.scan(lo, hi, false, |k, v| {
         if n % 1024 == 0 && stop.load(Ordering::Relaxed) {
-            return Ok(None);
+            stopped = true;
+            return Ok(false);
         }
-        let (k, v) = entry?;
         let rec: IdemRecord = decode::<IdemRecordV1>(&k, &v)?.into();
         filter.insert(filter.hash(&k), rec.at);
         n += 1;
+        Ok(true)
+    })?;
+    if stopped {
+        return Ok(None);
     }
     filter.set_complete();
     Ok(Some(n))
