@@ -75,6 +75,11 @@ pub struct StorageConfig {
     pub idempotency_ttl_seconds: u64,
     /// How often keys older than `idempotency_ttl_seconds` are deleted (ms).
     pub idempotency_prune_interval_ms: u64,
+    /// Memory for the filter of the idempotency keys on disk, which answers a fresh key's
+    /// lookup without reading sled (bytes; 0 turns it off, and every lookup reads sled).
+    /// The default holds 10M keys within the TTL at under 1 % false positives
+    /// (`store::idem_filter`; docs/durability.md).
+    pub idempotency_filter_bytes: u64,
     /// Replies waiting for the group commit (count); a full queue slows actors, then
     /// fills mailboxes.
     pub journal_queue_max: usize,
@@ -464,6 +469,7 @@ impl Default for StorageConfig {
             snapshot_every: 1000,
             idempotency_ttl_seconds: 7 * 24 * 3600,
             idempotency_prune_interval_ms: 3_600_000,
+            idempotency_filter_bytes: 20 << 20,
             journal_queue_max: 65_536,
             group_commit_max: 8192,
             cache_bytes: 256 * 1024 * 1024,
@@ -570,6 +576,10 @@ impl std::error::Error for ConfigError {}
 /// The largest price, allocation or pack: keeps `price × quantity_max` and a lifetime of
 /// resets far from u64's limit.
 const AMOUNT_MAX: u64 = 1_000_000_000;
+
+/// The bounds of `storage.idempotency_filter_bytes` when it is not 0 (bytes): a few words
+/// per generation at least, 64 GiB at most.
+pub const IDEMPOTENCY_FILTER_BYTES: (u64, u64) = (4096, 1 << 36);
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -685,6 +695,14 @@ impl Config {
             if v == 0 {
                 return bad(key, "must be greater than 0");
             }
+        }
+        let filter = self.storage.idempotency_filter_bytes;
+        let (min, max) = IDEMPOTENCY_FILTER_BYTES;
+        if filter != 0 && !(min..=max).contains(&filter) {
+            return bad(
+                "storage.idempotency_filter_bytes",
+                &format!("must be 0 (off) or between {min} and {max} bytes"),
+            );
         }
         let op_name_max = self.operations.keys().map(String::len).max().unwrap_or(0);
         let batch_needs =
@@ -1054,6 +1072,17 @@ mod tests {
         assert!(e.contains("actors.parked_max"), "{e}");
         let e = err("[storage]\nidempotency_prune_interval_ms = 0\n");
         assert!(e.contains("storage.idempotency_prune_interval_ms"), "{e}");
+        for bad in ["1", "4095", "68719476737"] {
+            let e = err(&format!("[storage]\nidempotency_filter_bytes = {bad}\n"));
+            assert!(e.contains("storage.idempotency_filter_bytes"), "{e}");
+        }
+        for good in ["0", "4096", "68719476736"] {
+            let c = Config::parse(&format!("[storage]\nidempotency_filter_bytes = {good}\n"));
+            assert_eq!(
+                c.unwrap().storage.idempotency_filter_bytes.to_string(),
+                good
+            );
+        }
         let sha = "0".repeat(64);
         let e = err(&format!(
             "[[auth.tokens]]\nname = \"t\"\nsha256 = \"{sha}\"\nscopes = [\"root\"]\n"

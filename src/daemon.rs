@@ -48,8 +48,29 @@ pub fn open_store(config: &Config) -> Result<Arc<SledStore>, StorageError> {
             segment_bytes: s.segment_bytes,
         },
         checkpointer_thread: true,
+        idempotency_filter: crate::store::sled_store::FilterOptions {
+            bytes: s.idempotency_filter_bytes,
+            ttl_ms: s.idempotency_ttl_seconds as i64 * 1000,
+            build_thread: true,
+            build_delay: test_filter_build_delay(),
+        },
     };
     SledStore::open_dir(&s.path, s.cache_bytes, options).map(Arc::new)
+}
+
+/// In a debug build, `CREDITSD_TEST_FILTER_BUILD_DELAY_MS` holds the idempotency
+/// filter's build back that long, so tests see lookups while it is being built. Release
+/// builds ignore it.
+pub const TEST_FILTER_BUILD_DELAY_VAR: &str = "CREDITSD_TEST_FILTER_BUILD_DELAY_MS";
+
+fn test_filter_build_delay() -> Duration {
+    let ms = std::env::var(TEST_FILTER_BUILD_DELAY_VAR)
+        .ok()
+        .and_then(|v| v.parse().ok());
+    match ms {
+        Some(ms) if cfg!(debug_assertions) => Duration::from_millis(ms),
+        _ => Duration::ZERO,
+    }
 }
 
 /// Why the daemon could not start: a message, and the exit code that tells it apart.

@@ -35,6 +35,11 @@ pub const SNAPSHOT_DURATION_SECONDS: &str = "creditsd_snapshot_duration_seconds"
 /// many keys it wrote (`store::overlay`).
 pub const CHECKPOINT_DURATION_SECONDS: &str = "creditsd_checkpoint_duration_seconds";
 pub const CHECKPOINT_KEYS_TOTAL: &str = "creditsd_checkpoint_keys_total";
+/// Idempotency lookups by where they were answered: `overlay` (a key bound in the last
+/// second or so), `filter` (a fresh key, no disk read), `sled` (the filter said maybe, or
+/// is still being built at open); and the filter's memory (`store::idem_filter`).
+pub const IDEMPOTENCY_LOOKUPS_TOTAL: &str = "creditsd_idempotency_lookups_total";
+pub const IDEMPOTENCY_FILTER_BYTES: &str = "creditsd_idempotency_filter_bytes";
 pub const ACCOUNTS: &str = "creditsd_accounts";
 pub const ACCOUNTS_PAUSED: &str = "creditsd_accounts_paused";
 pub const NOTICES_TOTAL: &str = "creditsd_notices_total";
@@ -152,6 +157,14 @@ fn describe() {
     describe_counter!(
         CHECKPOINT_KEYS_TOTAL,
         "Keys the checkpointer wrote from overlay layers."
+    );
+    describe_counter!(
+        IDEMPOTENCY_LOOKUPS_TOTAL,
+        "Idempotency key lookups, by where they were answered: overlay (bound moments ago), filter (fresh, no disk read), sled (the filter said maybe, or is being built)."
+    );
+    describe_gauge!(
+        IDEMPOTENCY_FILTER_BYTES,
+        "Memory of the idempotency filter's live generations (at most storage.idempotency_filter_bytes)."
     );
     describe_gauge!(ACCOUNTS, "Accounts in the store.");
     describe_gauge!(

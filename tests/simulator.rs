@@ -62,7 +62,7 @@ use creditsd::domain::{
 use creditsd::store::kv::{Kv, KvIter};
 use creditsd::store::overlay::Tuning;
 use creditsd::store::segment_log::LogFiles;
-use creditsd::store::sled_store::Options;
+use creditsd::store::sled_store::{FilterOptions, Options};
 use creditsd::store::{Append, SledStore, StorageError, Store};
 
 // ---------------------------------------------------------------- a small seeded PRNG
@@ -540,8 +540,21 @@ impl Node {
             Options {
                 tuning,
                 checkpointer_thread: false,
+                // Built from the disk during the open (no thread), so every history runs
+                // with it complete: a fresh key's lookup is answered by it, a retried one
+                // must be found through it, replay at open included.
+                idempotency_filter: FilterOptions {
+                    bytes: 1 << 16,
+                    ttl_ms: IDEMPOTENCY_TTL_MS,
+                    build_thread: false,
+                    build_delay: Duration::ZERO,
+                },
             },
         ))?;
+        assert!(
+            store.idempotency_filter().is_complete(),
+            "the idempotency filter was not built at open"
+        );
         Ok(Node {
             store,
             cores: BTreeMap::new(),
@@ -2356,6 +2369,12 @@ fn run_retention(seed: u64) -> Result<u64, String> {
         let options = Options {
             tuning,
             checkpointer_thread: false,
+            idempotency_filter: FilterOptions {
+                bytes: 1 << 16,
+                ttl_ms: IDEMPOTENCY_TTL_MS,
+                build_thread: false,
+                build_delay: Duration::ZERO,
+            },
         };
         SledStore::open_on(kv, Box::new(SharedLog(log.clone())), options)
             .map_err(|e| format!("open: {e}"))

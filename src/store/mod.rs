@@ -16,6 +16,7 @@
 //! (`L‖n`, nine bytes, were the group records of earlier releases, replayed at open.)
 
 pub mod codec;
+pub mod idem_filter;
 pub mod journal;
 pub mod kv;
 pub mod legacy;

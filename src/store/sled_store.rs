@@ -4,10 +4,11 @@
 
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::codec::{decode, display_key, encode};
+use super::idem_filter::IdemFilter;
 use super::kv::{scan_prefix, Kv, SledKv};
 use super::overlay::{Overlay, Tuning, Value};
 use super::records::{AccountRecordV2, EventRecordV3, FeedEntryRecordV2, IdemRecordV1};
@@ -26,12 +27,14 @@ const CURSOR: u8 = b'C';
 const BASE: u8 = b'B';
 const TOTALS: u8 = b'T';
 
-/// How the store is opened: the overlay's tuning, and whether a thread checkpoints (the
-/// daemon) or the caller does, one step at a time (`checkpoint_step`: the simulator).
+/// How the store is opened: the overlay's tuning, whether a thread checkpoints (the
+/// daemon) or the caller does, one step at a time (`checkpoint_step`: the simulator), and
+/// the idempotency filter's.
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
     pub tuning: Tuning,
     pub checkpointer_thread: bool,
+    pub idempotency_filter: FilterOptions,
 }
 
 impl Default for Options {
@@ -39,8 +42,59 @@ impl Default for Options {
         Options {
             tuning: Tuning::default(),
             checkpointer_thread: true,
+            idempotency_filter: FilterOptions::default(),
         }
     }
+}
+
+/// The idempotency filter (`idem_filter.rs`): its budget, the TTL its generations slice,
+/// and whether the keys already in sled are added by a thread while the store serves
+/// (the daemon: lookups read sled until it is done) or before `open_on` returns.
+#[derive(Clone, Copy, Debug)]
+pub struct FilterOptions {
+    /// `storage.idempotency_filter_bytes` (0: off).
+    pub bytes: u64,
+    /// `storage.idempotency_ttl_seconds`, in ms.
+    pub ttl_ms: i64,
+    pub build_thread: bool,
+    /// The thread waits this long before its scan (tests of lookups while it is built).
+    pub build_delay: std::time::Duration,
+}
+
+impl Default for FilterOptions {
+    /// The config's defaults (20 MiB, 7 days), built by a thread.
+    fn default() -> FilterOptions {
+        FilterOptions {
+            bytes: 20 << 20,
+            ttl_ms: 7 * 24 * 3600 * 1000,
+            build_thread: true,
+            build_delay: std::time::Duration::ZERO,
+        }
+    }
+}
+
+/// Where idempotency lookups were answered, counted (`IDEMPOTENCY_LOOKUPS_TOTAL`).
+struct Lookups {
+    overlay: metrics::Counter,
+    filter: metrics::Counter,
+    sled: metrics::Counter,
+}
+
+impl Lookups {
+    fn new() -> Lookups {
+        let c = |by: &'static str| metrics::counter!(crate::metrics::IDEMPOTENCY_LOOKUPS_TOTAL, "answered_by" => by);
+        Lookups {
+            overlay: c("overlay"),
+            filter: c("filter"),
+            sled: c("sled"),
+        }
+    }
+}
+
+/// The thread adding sled's idempotency keys to the filter at open, and how to stop it.
+struct FilterBuild {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 /// The store over any `Kv` engine (sled in the daemon, hence the name).
@@ -67,6 +121,11 @@ pub struct SledStore {
     /// while segments are deleted, so that no read is left with a run pointing into a
     /// deleted segment.
     segments_gc: RwLock<()>,
+    /// The idempotency keys sled may hold: a fresh key's lookup reads no disk.
+    idem_filter: Arc<IdemFilter>,
+    /// Taken by `close` (or drop), which stops it.
+    filter_build: Mutex<Option<FilterBuild>>,
+    lookups: Lookups,
 }
 
 fn event_key(account: &str, seq: u64) -> Vec<u8> {
@@ -194,6 +253,8 @@ impl SledStore {
         } else {
             None
         };
+        let f = options.idempotency_filter;
+        let idem_filter = Arc::new(IdemFilter::new(f.bytes, f.ttl_ms));
         let mut store = SledStore {
             kv,
             options,
@@ -205,7 +266,13 @@ impl SledStore {
             replayed: 0,
             legacy_events,
             segments_gc: RwLock::new(()),
+            idem_filter,
+            filter_build: Mutex::new(None),
+            lookups: Lookups::new(),
         };
+        // After the replay, so the keys it wrote into sled are in sled's scan; every key
+        // bound from now on is added by `append` before it can reach sled.
+        store.build_filter()?;
         if rebuild {
             store.rebuild_totals()?;
         }
@@ -246,11 +313,106 @@ impl SledStore {
     }
 }
 
+impl SledStore {
+    /// Adds the idempotency keys in sled to the filter, in a thread (`build_thread`) or
+    /// now, and marks it complete once they all are. Should the scan fail (a read error,
+    /// a record that does not decode), the filter stays incomplete and every lookup reads
+    /// sled, as without it; the failure is logged (and the lookup of that key reports it).
+    fn build_filter(&self) -> Result<(), StorageError> {
+        if !self.idem_filter.enabled() {
+            return Ok(());
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let (overlay, filter, halt) =
+            (self.overlay.clone(), self.idem_filter.clone(), stop.clone());
+        let delay = self.options.idempotency_filter.build_delay;
+        let build = move || {
+            let until = std::time::Instant::now() + delay;
+            while std::time::Instant::now() < until && !halt.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            let started = std::time::Instant::now();
+            match fill_filter(&overlay, &filter, &halt) {
+                Ok(Some(keys)) => tracing::info!(
+                    keys,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    filter_bytes = filter.bytes(),
+                    "built the idempotency filter from the keys on disk; fresh keys are no longer looked up in sled"
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "building the idempotency filter; every idempotency lookup reads sled"
+                ),
+            }
+        };
+        if !self.options.idempotency_filter.build_thread {
+            build();
+            return Ok(());
+        }
+        let thread = std::thread::Builder::new()
+            .name("creditsd-idem-filter".into())
+            .spawn(build)
+            .map_err(|e| StorageError::Io(format!("spawning the filter's builder: {e}")))?;
+        *self.filter_build.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(FilterBuild { stop, thread });
+        Ok(())
+    }
+
+    /// Stops the filter's builder if it still runs (it holds the overlay, so sled, open),
+    /// and waits for it.
+    fn stop_filter_build(&self) {
+        let build = self
+            .filter_build
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(b) = build {
+            b.stop.store(true, Ordering::Relaxed);
+            let _ = b.thread.join();
+        }
+    }
+
+    /// The idempotency filter (tests and the simulator look at it).
+    pub fn idempotency_filter(&self) -> &IdemFilter {
+        &self.idem_filter
+    }
+}
+
+/// Adds every idempotency record to `filter` (sled's, with the overlay's layers merged
+/// over them, so a write the open left in a layer is covered too), then marks it
+/// complete; answers how many, or `None` when asked to stop first.
+fn fill_filter(
+    overlay: &Overlay,
+    filter: &IdemFilter,
+    stop: &AtomicBool,
+) -> Result<Option<u64>, StorageError> {
+    let mut n = 0u64;
+    let mut stopped = false;
+    let (lo, hi) = prefix(IDEM);
+    overlay.scan(lo, hi, false, |k, v| {
+        if n % 1024 == 0 && stop.load(Ordering::Relaxed) {
+            stopped = true;
+            return Ok(false);
+        }
+        let rec: IdemRecord = decode::<IdemRecordV1>(&k, &v)?.into();
+        filter.insert(filter.hash(&k), rec.at);
+        n += 1;
+        Ok(true)
+    })?;
+    if stopped {
+        return Ok(None);
+    }
+    filter.set_complete();
+    Ok(Some(n))
+}
+
 impl Drop for SledStore {
     /// Closes the store if nobody did (see `Store::close`). A store opened without a
     /// checkpointer thread is its owner's to sync and close: dropping it writes nothing
     /// (the simulator drops one to model a process that died).
     fn drop(&mut self) {
+        self.stop_filter_build();
         if !self.options.checkpointer_thread {
             return;
         }
@@ -350,10 +512,10 @@ impl Store for SledStore {
             ));
         }
         for (key, rec) in &a.idempotency {
-            writes.push((
-                idem_key(account, key),
-                Some(encode(&IdemRecordV1::from(rec))),
-            ));
+            let k = idem_key(account, key);
+            // Into the filter before the overlay, so before the key can reach sled.
+            self.idem_filter.insert(self.idem_filter.hash(&k), rec.at);
+            writes.push((k, Some(encode(&IdemRecordV1::from(rec)))));
         }
         if let Some(acct) = a.snapshot {
             writes.push((
@@ -466,8 +628,29 @@ impl Store for SledStore {
             .transpose()
     }
 
+    /// The overlay's layers first (memory), then the filter: once it is complete, a key
+    /// it does not hold is in no layer and not in sled, so a fresh key reads no disk.
+    /// Otherwise ("maybe", or the filter still being built at open) sled is read.
     fn idempotency(&self, account: &str, key: &str) -> Result<Option<IdemRecord>, StorageError> {
-        self.get_decoded::<IdemRecordV1, _>(&idem_key(account, key))
+        let k = idem_key(account, key);
+        let f = &self.idem_filter;
+        let bytes = match self.overlay.get_layers(&k) {
+            Some(v) => {
+                self.lookups.overlay.increment(1);
+                v
+            }
+            None if f.is_complete() && !f.may_contain(f.hash(&k)) => {
+                self.lookups.filter.increment(1);
+                None
+            }
+            None => {
+                self.lookups.sled.increment(1);
+                self.kv.get(&k)?
+            }
+        };
+        bytes
+            .map(|v| decode::<IdemRecordV1>(&k, &v).map(Into::into))
+            .transpose()
     }
 
     fn prune_idempotency(&self, cutoff: Ts) -> Result<u64, StorageError> {
@@ -481,6 +664,9 @@ impl Store for SledStore {
             }
             Ok(true)
         })?;
+        // The filter forgets by the same cutoff: the generations whose keys were all bound
+        // before it (deleted above, or no longer remembered anyway).
+        self.idem_filter.forget_before(cutoff);
         Ok(n)
     }
 
@@ -622,6 +808,7 @@ impl Store for SledStore {
     /// the log records are still there and the next open replays them. A second call
     /// (drop after close) only syncs.
     fn close(&self) -> Result<(), StorageError> {
+        self.stop_filter_build();
         let Some(checkpointer) = self
             .checkpointer
             .lock()
@@ -898,6 +1085,7 @@ mod tests {
                 ..Tuning::default()
             },
             checkpointer_thread: false,
+            ..Options::default()
         };
         let open = || SledStore::open_dir(dir.path(), 1 << 20, options).unwrap();
         let store = open();
@@ -1007,6 +1195,169 @@ mod tests {
                 written[n][pruned_from..]
             );
         }
+    }
+
+    /// A `Kv` that counts the reads of idempotency records (`get` of an `I‖` key).
+    struct CountingKv {
+        inner: SledKv,
+        idem_gets: AtomicU64,
+    }
+
+    impl Kv for CountingKv {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+            if key.first() == Some(&IDEM) {
+                self.idem_gets.fetch_add(1, Ordering::Relaxed);
+            }
+            self.inner.get(key)
+        }
+        fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+            self.inner.insert(key, value)
+        }
+        fn remove(&self, key: &[u8]) -> Result<(), StorageError> {
+            self.inner.remove(key)
+        }
+        fn range(
+            &self,
+            lo: Bound<Vec<u8>>,
+            hi: Bound<Vec<u8>>,
+            rev: bool,
+        ) -> super::super::kv::KvIter<'_> {
+            self.inner.range(lo, hi, rev)
+        }
+        fn sync(&self) -> Result<(), StorageError> {
+            self.inner.sync()
+        }
+    }
+
+    fn bind(store: &SledStore, key: &str, at: i64) {
+        let rec = IdemRecord {
+            fingerprint: [7; 16],
+            seq: 1,
+            at: Ts(at),
+        };
+        store
+            .append(
+                "acct",
+                Append {
+                    idempotency: vec![(key, rec)],
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    }
+
+    /// Once the filter is built, a fresh key's lookup reads nothing from sled, a key
+    /// bound in an earlier run (in sled, replayed from the log, or written by the
+    /// checkpointer since) is still found, and before the build is done lookups read sled.
+    #[test]
+    fn a_fresh_key_is_answered_without_reading_sled() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |build_thread: bool| {
+            let kv = Arc::new(CountingKv {
+                inner: SledKv::open(dir.path(), 1 << 20).unwrap(),
+                idem_gets: AtomicU64::new(0),
+            });
+            let files = FsLogFiles::open(&dir.path().join("log")).unwrap();
+            let options = Options {
+                idempotency_filter: FilterOptions {
+                    bytes: 1 << 20,
+                    ttl_ms: 1000,
+                    build_thread,
+                    build_delay: std::time::Duration::ZERO,
+                },
+                // Stepped here, and dropping the store is a crash.
+                checkpointer_thread: false,
+                ..Options::default()
+            };
+            let store = SledStore::open_on(kv.clone(), Box::new(files), options).unwrap();
+            (store, kv)
+        };
+        {
+            let (store, _) = open(false);
+            for i in 0..300 {
+                bind(&store, &format!("closed-{i}"), 100);
+            }
+            store.sync().unwrap();
+            store.overlay.close().unwrap();
+            assert_eq!(store.checkpoint_step().unwrap(), 1); // these are in sled
+        }
+        {
+            let (store, _) = open(false);
+            for i in 0..200 {
+                bind(&store, &format!("replayed-{i}"), 100);
+            }
+            store.sync().unwrap();
+            // Dropped without a checkpoint, as a crash: the next open replays them.
+        }
+        let (store, kv) = open(false);
+        assert!(store.replayed() > 0);
+        assert!(store.idempotency_filter().is_complete());
+        let reads = || kv.idem_gets.load(Ordering::Relaxed);
+        for i in 0..1000 {
+            assert_eq!(
+                store.idempotency("acct", &format!("fresh-{i}")).unwrap(),
+                None
+            );
+        }
+        // A few false positives read sled; 1 MiB for 500 keys makes them rare.
+        assert!(reads() <= 2, "{} sled reads for 1000 fresh keys", reads());
+        let before = reads();
+        for i in 0..300 {
+            let key = format!("closed-{i}");
+            assert!(store.idempotency("acct", &key).unwrap().is_some(), "{key}");
+        }
+        for i in 0..200 {
+            let key = format!("replayed-{i}");
+            assert!(store.idempotency("acct", &key).unwrap().is_some(), "{key}");
+        }
+        assert_eq!(reads() - before, 500, "bound keys are read from sled");
+        // Bound now: answered by the overlay, then, once checkpointed, from sled.
+        bind(&store, "new", 500);
+        let before = reads();
+        assert!(store.idempotency("acct", "new").unwrap().is_some());
+        assert_eq!(reads(), before);
+        store.sync().unwrap();
+        store.overlay.close().unwrap();
+        store.checkpoint_step().unwrap();
+        assert!(store.overlay.get_layers(&idem_key("acct", "new")).is_none());
+        assert!(store.idempotency("acct", "new").unwrap().is_some());
+        assert_eq!(reads(), before + 1);
+        // Pruned past the TTL: their generation goes, with the records.
+        assert_eq!(store.prune_idempotency(Ts(101)).unwrap(), 500);
+        assert_eq!(store.idempotency_filter().generations(), 1);
+        drop(store);
+        drop(kv);
+
+        // Built by its thread: until it is done lookups read sled; then they do not.
+        let (store, kv) = open(true);
+        let mut waited = 0;
+        while !store.idempotency_filter().is_complete() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            waited += 1;
+            assert!(waited < 2000, "the filter was never built");
+        }
+        let before = kv.idem_gets.load(Ordering::Relaxed);
+        for i in 0..100 {
+            assert_eq!(
+                store.idempotency("acct", &format!("fresh-{i}")).unwrap(),
+                None
+            );
+        }
+        assert!(kv.idem_gets.load(Ordering::Relaxed) - before <= 1);
+        assert!(store.idempotency("acct", "new").unwrap().is_some());
+        // Off: every lookup reads sled, as before the filter.
+        drop(store);
+        drop(kv);
+        let kv = Arc::new(CountingKv {
+            inner: SledKv::open(dir.path(), 1 << 20).unwrap(),
+            idem_gets: AtomicU64::new(0),
+        });
+        let files = FsLogFiles::open(&dir.path().join("log")).unwrap();
+        let mut options = Options::default();
+        options.idempotency_filter.bytes = 0;
+        let store = SledStore::open_on(kv.clone(), Box::new(files), options).unwrap();
+        assert_eq!(store.idempotency("acct", "fresh").unwrap(), None);
+        assert_eq!(kv.idem_gets.load(Ordering::Relaxed), 1);
     }
 
     /// A store left by the previous release with group records (`L‖n` in sled) that no
