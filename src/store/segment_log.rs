@@ -724,7 +724,9 @@ mod tests {
         }
         assert_eq!(reopen(Some(end)).unwrap(), (3, vec![2]));
         std::fs::remove_file(seg_path(dir.path(), 2)).unwrap();
-        let err = reopen(Some(end)).err().expect("refused");
+        let Err(err) = reopen(Some(end)) else {
+            panic!("refused")
+        };
         assert!(
             err.to_string()
                 .contains("the segment holding record 2 is missing"),
