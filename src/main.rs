@@ -173,6 +173,10 @@ fn main() -> ExitCode {
                     eprintln!("creditsd audit: {e} (stop the daemon first)");
                     return ExitCode::from(creditsd::daemon::EXIT_DATA_DIR_IN_USE);
                 }
+                Err(e @ creditsd::store::StorageError::Newer { .. }) => {
+                    eprintln!("creditsd audit: {e}");
+                    return ExitCode::from(creditsd::daemon::EXIT_STORE_NEWER);
+                }
                 Err(e) => {
                     eprintln!("creditsd audit: opening {}: {e}", path.display());
                     return ExitCode::from(2);

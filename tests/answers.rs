@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -407,5 +408,79 @@ fn a_store_written_by_release_0_1_0_opens_with_the_same_books() {
         assert!(d.terminate().success());
         let (ok, out) = d.audit();
         assert!(ok, "{kind}: {out}");
+    }
+}
+
+/// Every file and directory under `dir` with the SHA-256 of its bytes.
+fn hash_tree(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    use sha2::{Digest, Sha256};
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.strip_prefix(dir).unwrap().display().to_string();
+            if path.is_dir() {
+                out.insert(name + "/", String::new());
+                todo.push(path);
+            } else {
+                out.insert(
+                    name,
+                    hex::encode(Sha256::digest(std::fs::read(&path).unwrap())),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// A store whose marker says a format newer than this build's (as a later release will
+/// write) is refused by the daemon and by audit, each saying so with exit 65,
+/// and not one byte of it changes.
+#[test]
+fn a_store_of_a_newer_format_is_refused_and_left_as_it_is() {
+    use creditsd::store::format::{marker, FORMAT_KEY, STORE_FORMAT};
+    use creditsd::store::kv::{Kv, SledKv};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v0.1.0/stopped");
+    copy_dir(&fixture.join("data"), &data);
+    drop(creditsd::store::SledStore::open(&data, 1 << 20).unwrap());
+    {
+        let kv = SledKv::open(&data, 1 << 20).unwrap();
+        kv.insert(&FORMAT_KEY, &marker(STORE_FORMAT + 1)).unwrap();
+        kv.sync().unwrap();
+    }
+    // sled, opening a database whose page-table snapshot (`snap.*`) is behind its log,
+    // writes a new one: its own cache of where its pages are, whoever opens it. Opened
+    // once, it is up to date, and what is compared below is what creditsd writes.
+    drop(SledKv::open(&data, 1 << 20).unwrap());
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "").unwrap();
+    let before = hash_tree(&data);
+    assert!(
+        before.contains_key("log/") && before.contains_key("db"),
+        "{before:?}"
+    );
+    let expected = [
+        "written by a newer creditsd".to_string(),
+        format!("store format {}", STORE_FORMAT + 1),
+        format!("reads formats 1 to {STORE_FORMAT}"),
+        "nothing was changed".to_string(),
+        data.display().to_string(),
+    ];
+    for command in ["serve", "audit"] {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.arg(command).arg("--config").arg(&config);
+        if command == "serve" {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        let out = cmd.arg("--data-dir").arg(&data).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(65), "{command}: {err}");
+        for e in &expected {
+            assert!(err.contains(e.as_str()), "{command}: no {e:?} in {err}");
+        }
+        assert_eq!(hash_tree(&data), before, "{command} changed the store");
     }
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::codec::{decode, display_key, encode};
+use super::format::{self, FORMAT_KEY, STORE_FORMAT};
 use super::idem_filter::IdemFilter;
 use super::kv::{scan_prefix, Kv, SledKv};
 use super::overlay::{Overlay, Tuning, Value};
@@ -126,6 +127,8 @@ pub struct SledStore {
     /// Taken by `close` (or drop), which stops it.
     filter_build: Mutex<Option<FilterBuild>>,
     lookups: Lookups,
+    /// The store format the marker said at open, before any upgrade (`format.rs`).
+    format_at_open: u32,
 }
 
 fn event_key(account: &str, seq: u64) -> Vec<u8> {
@@ -206,6 +209,8 @@ impl SledStore {
         options: Options,
     ) -> Result<SledStore, StorageError> {
         let kv = SledKv::open(dir, cache_bytes)?;
+        // Before the log directory is created: a newer store is refused as it is.
+        format::refuse_newer_in(&kv, dir)?;
         let files = FsLogFiles::open(&dir.join("log"))?;
         SledStore::open_on(Arc::new(kv), Box::new(files), options)
     }
@@ -218,6 +223,9 @@ impl SledStore {
         files: Box<dyn LogFiles>,
         options: Options,
     ) -> Result<SledStore, StorageError> {
+        // Before anything is written, the replay included: a store of a newer format is
+        // refused as it is; an older one is upgraded at the end (`mark_format`).
+        let format_at_open = format::refuse_newer(&*kv)?;
         // First of all: the log records a previous run left hold writes that may not be
         // in their keys yet, and everything below reads those keys.
         let started = std::time::Instant::now();
@@ -269,6 +277,7 @@ impl SledStore {
             idem_filter,
             filter_build: Mutex::new(None),
             lookups: Lookups::new(),
+            format_at_open,
         };
         // After the replay, so the keys it wrote into sled are in sled's scan; every key
         // bound from now on is added by `append` before it can reach sled.
@@ -284,6 +293,7 @@ impl SledStore {
                 "replayed the write-ahead log records left by the previous run"
             );
         }
+        store.mark_format()?;
         Ok(store)
     }
 
@@ -944,6 +954,48 @@ impl SledStore {
     /// The log's segments present (oldest first).
     pub fn segments(&self) -> Vec<u64> {
         self.overlay.segments()
+    }
+
+    /// The store format the marker said when the store opened, before `mark_format`
+    /// upgraded it (`format.rs`).
+    pub fn format_at_open(&self) -> u32 {
+        self.format_at_open
+    }
+
+    /// The store format the marker says now.
+    pub fn format(&self) -> Result<u32, StorageError> {
+        match self.overlay.get(&FORMAT_KEY)? {
+            Some(bytes) => format::parse(&bytes),
+            None => Ok(format::UNMARKED),
+        }
+    }
+
+    /// Upgrades a store of an older format in place: writes the marker of `STORE_FORMAT`
+    /// and makes it durable. Every older record layout stays readable, so the marker is
+    /// all there is to write; `creditsd migrate` rewrites the old records themselves.
+    /// Answers whether it wrote.
+    ///
+    /// The marker goes straight into sled and is synced there (as the overlay writes its
+    /// covered number), not through the log: opening reads it from sled before anything
+    /// is replayed, so that is where it must be, durable, before the store is used.
+    pub fn mark_format(&self) -> Result<bool, StorageError> {
+        let found = self.format()?;
+        if found >= STORE_FORMAT {
+            return Ok(false);
+        }
+        self.kv.insert(&FORMAT_KEY, &format::marker(STORE_FORMAT))?;
+        self.kv.sync()?;
+        if self.accounts_page(None, 1)?.is_empty() {
+            tracing::debug!(format = STORE_FORMAT, "a new store: format marker written");
+        } else {
+            tracing::info!(
+                from = found,
+                to = STORE_FORMAT,
+                "store format upgraded in place (the marker; records of older layouts stay \
+                 readable, and `creditsd migrate` rewrites them)"
+            );
+        }
+        Ok(true)
     }
 }
 
