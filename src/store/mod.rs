@@ -22,6 +22,7 @@ pub mod idem_filter;
 pub mod journal;
 pub mod kv;
 pub mod legacy;
+pub mod migrate;
 pub mod overlay;
 pub mod records;
 pub mod recovery;

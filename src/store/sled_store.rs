@@ -11,7 +11,7 @@ use super::codec::{decode, display_key, encode};
 use super::format::{self, FORMAT_KEY, STORE_FORMAT};
 use super::idem_filter::IdemFilter;
 use super::kv::{scan_prefix, Kv, SledKv};
-use super::overlay::{Overlay, Tuning, Value};
+use super::overlay::{Entry, Overlay, Tuning, Value};
 use super::records::{AccountRecordV2, EventRecordV3, FeedEntryRecordV2, IdemRecordV1};
 use super::recovery::{recover, Start, Visit};
 use super::runs::{self, EventIndex, EVENT};
@@ -20,13 +20,15 @@ use super::totals::{self, BookTotals};
 use super::{Append, FeedEntry, IdemRecord, StorageError, Store};
 use crate::domain::{Account, Event, Ts};
 
-const SNAPSHOT: u8 = b'S';
-const IDEM: u8 = b'I';
-const FEED: u8 = b'F';
-const WAKEUP: u8 = b'W';
-const CURSOR: u8 = b'C';
-const BASE: u8 = b'B';
-const TOTALS: u8 = b'T';
+// The tags keys start with (`store/mod.rs`); `E` and `R` are the runs' (`runs.rs`), `L`
+// the overlay's, `V` the format marker's (`format.rs`).
+pub(crate) const SNAPSHOT: u8 = b'S';
+pub(crate) const IDEM: u8 = b'I';
+pub(crate) const FEED: u8 = b'F';
+pub(crate) const WAKEUP: u8 = b'W';
+pub(crate) const CURSOR: u8 = b'C';
+pub(crate) const BASE: u8 = b'B';
+pub(crate) const TOTALS: u8 = b'T';
 
 /// How the store is opened: the overlay's tuning, whether a thread checkpoints (the
 /// daemon) or the caller does, one step at a time (`checkpoint_step`: the simulator), and
@@ -996,6 +998,36 @@ impl SledStore {
             );
         }
         Ok(true)
+    }
+
+    /// Up to `limit` records whose key starts with `tag`, after the key `after`, as they
+    /// are stored (the overlay's over sled's): for `migrate.rs`.
+    pub(crate) fn raw_page(
+        &self,
+        tag: u8,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let (lo, hi) = prefix(tag);
+        let lo = match after {
+            Some(k) => Bound::Excluded(k.to_vec()),
+            None => lo,
+        };
+        self.overlay.range(lo, hi, false, limit)
+    }
+
+    /// The engine beneath, for `migrate.rs`: it finds events by their runs, and deletes
+    /// an earlier release's copies of events once runs locate them in the log.
+    pub(crate) fn kv(&self) -> &dyn Kv {
+        &*self.kv
+    }
+
+    /// Puts sealed records as they are, in one overlay commit: for `migrate.rs`, which
+    /// rewrites a record of an older layout in today's, under the same key. Durable at the
+    /// next `sync`.
+    pub(crate) fn rewrite(&self, records: Vec<Entry>) {
+        self.overlay
+            .commit(records.into_iter().map(|(k, v)| (k, Some(v))));
     }
 }
 
