@@ -23,10 +23,14 @@ use super::StorageError;
 /// - 1: no marker (every release before the segment log): events and every other key in
 ///   sled, and the write-ahead log as `L‖n` group records in sled.
 /// - 2: the write-ahead log in segment files under `<data>/log/` (`segment_log.rs`);
-///   events and every other key in sled, as in 1.
+///   events and every other key in sled, as in 1. (Its builds wrote no marker, so such a
+///   store reads as 1, which opens the same way.)
+/// - 3: events stay in the log where they were written, and sled keeps runs saying where
+///   (`runs.rs`); an earlier release's events in sled are read beside them until
+///   `creditsd migrate` moves them into the log.
 ///
 /// A new format is this number plus one, and a line above saying what changed.
-pub const STORE_FORMAT: u32 = 2;
+pub const STORE_FORMAT: u32 = 3;
 
 /// The format of a store without a marker.
 pub const UNMARKED: u32 = 1;
