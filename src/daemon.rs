@@ -78,12 +78,27 @@ fn test_filter_build_delay() -> Duration {
 pub struct StartError {
     pub message: String,
     /// 2: bad configuration (or any other refusal to start); 75: the data directory is
-    /// in use by another process (`EX_TEMPFAIL`: it may be free once that one stops).
+    /// in use by another process (`EX_TEMPFAIL`: it may be free once that one stops); 65:
+    /// the store was written by a newer release (`EX_DATAERR`).
     pub exit_code: u8,
 }
 
 /// Exit code of a daemon whose data directory another process holds.
 pub const EXIT_DATA_DIR_IN_USE: u8 = 75;
+
+/// Exit code of a daemon (or `audit`, `migrate`) refusing a store of a format newer than
+/// this build reads (`StorageError::Newer`; `EX_DATAERR`): a newer release wrote it, and
+/// nothing was changed. Restarting does not help; running that release does.
+pub const EXIT_STORE_NEWER: u8 = 65;
+
+/// The exit code for a store that could not be opened: 75 locked, 65 newer, else 2.
+pub fn open_exit_code(e: &StorageError) -> u8 {
+    match e {
+        StorageError::Locked { .. } => EXIT_DATA_DIR_IN_USE,
+        StorageError::Newer { .. } => EXIT_STORE_NEWER,
+        _ => 2,
+    }
+}
 
 impl From<String> for StartError {
     fn from(message: String) -> StartError {
@@ -111,10 +126,7 @@ pub async fn run(
     tracing::info!(path = %config.storage.path.display(), durability = ?config.storage.durability, "opening storage");
     let store: Arc<dyn Store> = open_store(&config).map_err(|e| StartError {
         message: format!("opening storage: {e}"),
-        exit_code: match e {
-            StorageError::Locked { .. } => EXIT_DATA_DIR_IN_USE,
-            _ => 2,
-        },
+        exit_code: open_exit_code(&e),
     })?;
     metrics::histogram!(m::RECOVERY_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
     tracing::info!(

@@ -1,13 +1,15 @@
-//! The `creditsd` command line: serve, check-config, audit, hash-token.
+//! The `creditsd` command line: serve, check-config, audit, migrate, hash-token.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
 use creditsd::config::Config;
+use creditsd::store::{SledStore, StorageError, Store};
 
 /// mimalloc instead of glibc's malloc: the hot path allocates small, short-lived buffers
 /// (JSON, keys, records) on several threads, and glibc's malloc/free took about 15% of the
@@ -47,6 +49,14 @@ enum Cmd {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Rewrite every record of an earlier release's layout in today's, with the daemon
+    /// stopped; a second run rewrites nothing.
+    Migrate {
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Print the SHA-256 of a token for [[auth.tokens]] (reads stdin without an argument).
     HashToken { token: Option<String> },
 }
@@ -64,6 +74,32 @@ fn load(
         config.server.listen = l.to_string();
     }
     Ok(config)
+}
+
+/// Opens the store of an existing data directory for `audit` or `migrate` (`command`),
+/// which `done` names in the past tense. Opening a directory that holds no store would
+/// create one: a typo in --data-dir must not read as a store audited or migrated, so it
+/// is exit 2 with nothing created. A directory in use is 75, a store of a newer release
+/// 65 (nothing was changed), any other failure 2.
+fn open_existing(command: &str, done: &str, config: &Config) -> Result<Arc<SledStore>, ExitCode> {
+    let path = &config.storage.path;
+    if !path.join("db").is_file() {
+        eprintln!(
+            "creditsd {command}: {} holds no creditsd store (no db file); nothing {done}",
+            path.display()
+        );
+        return Err(ExitCode::from(2));
+    }
+    creditsd::daemon::open_store(config).map_err(|e| {
+        match &e {
+            StorageError::Locked { .. } => {
+                eprintln!("creditsd {command}: {e} (stop the daemon first)")
+            }
+            StorageError::Newer { .. } => eprintln!("creditsd {command}: {e}"),
+            _ => eprintln!("creditsd {command}: opening {}: {e}", path.display()),
+        }
+        ExitCode::from(creditsd::daemon::open_exit_code(&e))
+    })
 }
 
 fn init_logging(config: &Config) {
@@ -157,26 +193,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            // Opening a directory that holds no store would create one and report clean
-            // books: a typo in --data-dir must not read as an audit that passed.
             let path = &config.storage.path;
-            if !path.join("db").is_file() {
-                eprintln!(
-                    "creditsd audit: {} holds no creditsd store (no db file); nothing audited",
-                    path.display()
-                );
-                return ExitCode::from(2);
-            }
-            let store = match creditsd::daemon::open_store(&config) {
+            let store = match open_existing("audit", "audited", &config) {
                 Ok(s) => s,
-                Err(e @ creditsd::store::StorageError::Locked { .. }) => {
-                    eprintln!("creditsd audit: {e} (stop the daemon first)");
-                    return ExitCode::from(creditsd::daemon::EXIT_DATA_DIR_IN_USE);
-                }
-                Err(e) => {
-                    eprintln!("creditsd audit: opening {}: {e}", path.display());
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             creditsd::install_fail_stop_panic_hook();
             let report = creditsd::audit::audit(&*store);
@@ -202,6 +222,22 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         }
+        Cmd::Migrate { config, data_dir } => {
+            let config = match load(&config, data_dir, None) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("creditsd: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let started = std::time::Instant::now();
+            let store = match open_existing("migrate", "migrated", &config) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            creditsd::install_fail_stop_panic_hook();
+            migrate(&store, &config.storage.path, started)
+        }
         Cmd::HashToken { token } => {
             let token = token.unwrap_or_else(|| {
                 let mut s = String::new();
@@ -212,4 +248,51 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// `creditsd migrate` on an open store: the run (which closes the store: every write in
+/// sled) and its report. Exit 0 when done; 1 when a record stopped it (named); 74 on a
+/// storage failure. `started` is when the store began opening.
+fn migrate(store: &SledStore, path: &std::path::Path, started: std::time::Instant) -> ExitCode {
+    let report = match creditsd::store::migrate::migrate(store) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!(
+                "creditsd migrate: {e}; stopped there (what was rewritten before it is kept, \
+                 and reads the same)"
+            );
+            let _ = store.close();
+            return ExitCode::from(match e {
+                StorageError::Io(_) => 74,
+                _ => 1,
+            });
+        }
+    };
+    println!(
+        "store at {}: format {} at open, {} now",
+        path.display(),
+        report.format_before,
+        report.format_after
+    );
+    for k in &report.kinds {
+        println!(
+            "  {:<20} {:>9} rewritten of {}",
+            k.name, k.rewritten, k.seen
+        );
+    }
+    if report.event_copies_dropped > 0 {
+        println!(
+            "  {} events moved into the log: their copies deleted from sled",
+            report.event_copies_dropped
+        );
+    }
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "migrated: {} records rewritten in today's layout in {:.1} ms ({:.1} ms with opening \
+         and closing the store)",
+        report.rewritten(),
+        ms(report.elapsed),
+        ms(started.elapsed())
+    );
+    ExitCode::SUCCESS
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -344,68 +345,256 @@ fn first_edition_view(mut v: Value) -> Value {
     v
 }
 
-/// Data written by release 0.1.0 (`tests/fixtures/v0.1.0/make.sh`, run with that
-/// release's binary): a store stopped cleanly and one killed with SIGKILL, both opened by
-/// today's binary, give the same books, audit clean, and take new writes.
+/// The stores of release 0.1.0 (`tests/fixtures/v0.1.0/make.sh`, run with that release's
+/// binary): one stopped cleanly and one killed with SIGKILL.
+const FIXTURES: [&str; 2] = ["stopped", "killed"];
+
+fn fixture(kind: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/v0.1.0")
+        .join(kind)
+}
+
+/// Starts the daemon on a copy of the fixture `kind`'s data, `prepare`d once copied. The
+/// fixture was written at 21:35 on 2026-12-01; the daemon starts an hour later, so its
+/// keys are still remembered and nothing has expired or reset.
+fn start_on_fixture(kind: &str, prepare: impl FnOnce(&Path)) -> Daemon {
+    Daemon::start_prepared(
+        "",
+        &[("CREDITSD_TEST_NOW", "2026-12-01T22:35:00Z")],
+        |data| {
+            copy_dir(&fixture(kind).join("data"), data);
+            prepare(data);
+        },
+    )
+}
+
+/// What release 0.1.0 answered on the fixture `kind` is what `d` answers: the same books
+/// and ledger, an old request's duplicate; it takes new writes, and audits clean.
+fn answers_as_release_0_1_0(kind: &str, mut d: Daemon) {
+    let fixture = fixture(kind);
+    let read = |name: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(fixture.join(name)).unwrap()).unwrap()
+    };
+    let old_ledger = read("fx-1.ledger.json");
+    let old = old_ledger["entries"].as_array().unwrap();
+    let new = full_ledger(&d, "fx-1");
+    assert_eq!(new.len(), old.len(), "{kind}");
+    for (o, n) in old.iter().zip(&new) {
+        for f in [
+            "seq",
+            "time",
+            "kind",
+            "credits",
+            "balance_after",
+            "change",
+            "taken",
+        ] {
+            // The second edition's `promo` bucket is new: 0 for data written before it.
+            let mut n_f = n[f].clone();
+            if let Some(m) = n_f.as_object_mut().filter(|_| o[f].get("promo").is_none()) {
+                if let Some(p) = m.remove("promo") {
+                    assert_eq!(p, 0, "{kind}: field {f}.promo of {n}");
+                }
+            }
+            assert_eq!(o[f], n_f, "{kind}: field {f} of {o}");
+        }
+    }
+    // 0.1.0 recorded no operation in captures: today's ledger leaves it out for them.
+    let capture = new.iter().find(|e| e["kind"] == "capture").unwrap();
+    assert!(capture.get("operation").is_none(), "{capture}");
+    for id in ["fx-1", "fx-2"] {
+        let view = first_edition_view(d.account(id));
+        assert_eq!(view, read(&format!("{id}.json")), "{kind}: {id}");
+    }
+    // A duplicate of an old request answers as the first time.
+    let (s, v) = d.debit("fx-2", "caption_generation", 1, "c1");
+    assert_eq!(
+        (s, v["duplicate"].clone()),
+        (200, json!(true)),
+        "{kind}: {v}"
+    );
+    assert_eq!(d.debit("fx-2", "caption_generation", 1, "new").0, 200);
+    assert!(d.terminate().success());
+    let (ok, out) = d.audit();
+    assert!(ok, "{kind}: {out}");
+}
+
+/// Data written by release 0.1.0, opened by today's binary as it is, gives the same books,
+/// audits clean, and takes new writes.
 #[test]
 fn a_store_written_by_release_0_1_0_opens_with_the_same_books() {
-    for kind in ["stopped", "killed"] {
-        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/v0.1.0")
-            .join(kind);
-        // The fixture was written at 21:35 on 2026-12-01; the daemon starts an hour later,
-        // so its keys are still remembered and nothing has expired or reset.
-        let mut d = Daemon::start_prepared(
-            "",
-            &[("CREDITSD_TEST_NOW", "2026-12-01T22:35:00Z")],
-            |data| {
-                copy_dir(&fixture.join("data"), data);
-            },
-        );
-        let read = |name: &str| -> Value {
-            serde_json::from_str(&std::fs::read_to_string(fixture.join(name)).unwrap()).unwrap()
-        };
-        let old_ledger = read("fx-1.ledger.json");
-        let old = old_ledger["entries"].as_array().unwrap();
-        let new = full_ledger(&d, "fx-1");
-        assert_eq!(new.len(), old.len(), "{kind}");
-        for (o, n) in old.iter().zip(&new) {
-            for f in [
-                "seq",
-                "time",
-                "kind",
-                "credits",
-                "balance_after",
-                "change",
-                "taken",
-            ] {
-                // The second edition's `promo` bucket is new: 0 for data written before it.
-                let mut n_f = n[f].clone();
-                if let Some(m) = n_f.as_object_mut().filter(|_| o[f].get("promo").is_none()) {
-                    if let Some(p) = m.remove("promo") {
-                        assert_eq!(p, 0, "{kind}: field {f}.promo of {n}");
-                    }
-                }
-                assert_eq!(o[f], n_f, "{kind}: field {f} of {o}");
+    for kind in FIXTURES {
+        answers_as_release_0_1_0(kind, start_on_fixture(kind, |_| {}));
+    }
+}
+
+/// `creditsd migrate` with an empty config on `data`: its exit code and its output.
+fn migrate(data: &Path) -> (Option<i32>, String) {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["migrate", "--config"])
+        .arg(config.path())
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The count a migrate report gives a kind of record: (rewritten, of how many).
+fn rewritten(report: &str, name: &str) -> (u64, u64) {
+    let line = report
+        .lines()
+        .find(|l| l.trim_start().starts_with(name))
+        .unwrap_or_else(|| panic!("no line for {name}: {report}"));
+    let n: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (n[0], n[1])
+}
+
+/// Each fixture store migrated (every old record rewritten; a second run rewrites
+/// nothing) answers as release 0.1.0 did, and audits clean.
+#[test]
+fn a_store_written_by_release_0_1_0_migrates_and_answers_the_same() {
+    use creditsd::store::format::STORE_FORMAT;
+    for kind in FIXTURES {
+        let d = start_on_fixture(kind, |data| {
+            let (code, out) = migrate(data);
+            assert_eq!(code, Some(0), "{kind}: {out}");
+            let formats = format!("format 1 at open, {STORE_FORMAT} now");
+            assert!(out.contains(&formats), "{kind}: {out}");
+            let (events, of) = rewritten(&out, "events");
+            assert!(events > 40 && events == of, "{kind}: {out}");
+            assert_eq!(
+                rewritten(&out, "account snapshots"),
+                (2, 2),
+                "{kind}: {out}"
+            );
+            let (feed, of) = rewritten(&out, "feed entries");
+            assert!(feed > 0 && feed == of, "{kind}: {out}");
+            let (_, idem) = rewritten(&out, "idempotency records");
+            assert!(idem > 40, "{kind}: {out}");
+
+            assert!(
+                out.contains(&format!("{events} events moved into the log")),
+                "{kind}: {out}"
+            );
+            println!("{kind}: {out}");
+
+            let (code, again) = migrate(data);
+            assert_eq!(code, Some(0), "{kind}: {again}");
+            let formats = format!("format {STORE_FORMAT} at open, {STORE_FORMAT} now");
+            assert!(again.contains(&formats), "{kind}: {again}");
+            assert!(
+                again.contains("migrated: 0 records rewritten"),
+                "{kind}: {again}"
+            );
+            // No event is left in sled: each is where today's are, in the log.
+            assert_eq!(rewritten(&again, "events"), (0, 0), "{kind}: {again}");
+        });
+        answers_as_release_0_1_0(kind, d);
+    }
+}
+
+#[test]
+fn migrate_refuses_a_directory_without_a_store_and_one_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere = dir.path().join("typo");
+    let (code, out) = migrate(&nowhere);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("holds no creditsd store"), "{out}");
+    assert!(!nowhere.exists(), "migrate created {}", nowhere.display());
+
+    let d = Daemon::start("");
+    d.create("a", "free");
+    let (code, out) = migrate(&d.data_dir());
+    assert_eq!(code, Some(75), "{out}");
+    assert!(
+        out.contains("in use") && out.contains("stop the daemon"),
+        "{out}"
+    );
+    assert_eq!(d.account("a")["available"], 50);
+}
+
+/// Every file and directory under `dir` with the SHA-256 of its bytes.
+fn hash_tree(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    use sha2::{Digest, Sha256};
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.strip_prefix(dir).unwrap().display().to_string();
+            if path.is_dir() {
+                out.insert(name + "/", String::new());
+                todo.push(path);
+            } else {
+                out.insert(
+                    name,
+                    hex::encode(Sha256::digest(std::fs::read(&path).unwrap())),
+                );
             }
         }
-        // 0.1.0 recorded no operation in captures: today's ledger leaves it out for them.
-        let capture = new.iter().find(|e| e["kind"] == "capture").unwrap();
-        assert!(capture.get("operation").is_none(), "{capture}");
-        for id in ["fx-1", "fx-2"] {
-            let view = first_edition_view(d.account(id));
-            assert_eq!(view, read(&format!("{id}.json")), "{kind}: {id}");
+    }
+    out
+}
+
+/// A store whose marker says a format newer than this build's (as a later release will
+/// write) is refused by the daemon, by audit and by migrate, each saying so with exit 65,
+/// and not one byte of it changes.
+#[test]
+fn a_store_of_a_newer_format_is_refused_and_left_as_it_is() {
+    use creditsd::store::format::{marker, FORMAT_KEY, STORE_FORMAT};
+    use creditsd::store::kv::{Kv, SledKv};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    copy_dir(&fixture("stopped").join("data"), &data);
+    drop(creditsd::store::SledStore::open(&data, 1 << 20).unwrap());
+    {
+        let kv = SledKv::open(&data, 1 << 20).unwrap();
+        kv.insert(&FORMAT_KEY, &marker(STORE_FORMAT + 1)).unwrap();
+        kv.sync().unwrap();
+    }
+    // sled, opening a database whose page-table snapshot (`snap.*`) is behind its log,
+    // writes a new one: its own cache of where its pages are, whoever opens it. Opened
+    // once, it is up to date, and what is compared below is what creditsd writes.
+    drop(SledKv::open(&data, 1 << 20).unwrap());
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "").unwrap();
+    let before = hash_tree(&data);
+    assert!(
+        before.contains_key("log/") && before.contains_key("db"),
+        "{before:?}"
+    );
+    let expected = [
+        "written by a newer creditsd".to_string(),
+        format!("store format {}", STORE_FORMAT + 1),
+        format!("reads formats 1 to {STORE_FORMAT}"),
+        "nothing was changed".to_string(),
+        data.display().to_string(),
+    ];
+    for command in ["serve", "audit", "migrate"] {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.arg(command).arg("--config").arg(&config);
+        if command == "serve" {
+            cmd.args(["--listen", "127.0.0.1:0"]);
         }
-        // A duplicate of an old request answers as the first time.
-        let (s, v) = d.debit("fx-2", "caption_generation", 1, "c1");
-        assert_eq!(
-            (s, v["duplicate"].clone()),
-            (200, json!(true)),
-            "{kind}: {v}"
-        );
-        assert_eq!(d.debit("fx-2", "caption_generation", 1, "new").0, 200);
-        assert!(d.terminate().success());
-        let (ok, out) = d.audit();
-        assert!(ok, "{kind}: {out}");
+        let out = cmd.arg("--data-dir").arg(&data).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(65), "{command}: {err}");
+        for e in &expected {
+            assert!(err.contains(e.as_str()), "{command}: no {e:?} in {err}");
+        }
+        assert_eq!(hash_tree(&data), before, "{command} changed the store");
     }
 }

@@ -493,6 +493,7 @@ fn fail_stop<T>(r: Result<T, StorageError>) -> Result<T, Crash> {
     r.map_err(|e| match e {
         StorageError::Io(_) | StorageError::Locked { .. } => Crash,
         StorageError::Corrupt { .. } => panic!("the simulator never corrupts a record: {e}"),
+        StorageError::Newer { .. } => panic!("the simulator writes no newer store: {e}"),
     })
 }
 
@@ -788,8 +789,17 @@ impl Sim {
         if rng.chance(300) {
             pricing.members_max = rng.range(1, 2) as usize;
         }
-        let node = Node::open(&kv, &log, tuning, &pricing)
-            .unwrap_or_else(|_| panic!("an empty disk opens"));
+        // The first open writes too (the store format marker), so it may meet a fault:
+        // the process died, and opens again, as after any crash.
+        let node = loop {
+            match Node::open(&kv, &log, tuning, &pricing) {
+                Ok(node) => break node,
+                Err(Crash) => {
+                    kv.crash(&mut rng);
+                    log.crash(&mut rng);
+                }
+            }
+        };
         Sim {
             kv,
             log,

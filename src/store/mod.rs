@@ -8,18 +8,21 @@
 //! idempotency record, `F‖id` feed entry, `W‖instant‖account` wake-up index,
 //! `C‖name` a feed consumer's cursor (a webhook's last delivered feed id),
 //! `B‖account` base snapshot: the state at the retention prune point, where the log
-//! now begins (`history.rs`), `T‖shard` book totals (`totals.rs`), and `L` the number of
+//! now begins (`history.rs`), `T‖shard` book totals (`totals.rs`), `L` the number of
 //! the first write-ahead log record not yet covered by sled and where it starts
-//! (`overlay.rs`). The log itself is segment files under `<data>/log/` (`segment_log.rs`):
+//! (`overlay.rs`), and `V` the store format marker (`format.rs`: absent in a store of
+//! format 1). The log itself is segment files under `<data>/log/` (`segment_log.rs`):
 //! every write reaches its own key above (an event, its run) through the overlay and the
 //! checkpointer, and is durable once its log record is.
 //! (`L‖n`, nine bytes, were the group records of earlier releases, replayed at open.)
 
 pub mod codec;
+pub mod format;
 pub mod idem_filter;
 pub mod journal;
 pub mod kv;
 pub mod legacy;
+pub mod migrate;
 pub mod overlay;
 pub mod records;
 pub mod recovery;
@@ -43,6 +46,14 @@ pub enum StorageError {
     /// Another process holds the data directory's lock (a second daemon, or an audit
     /// run while the daemon serves). Nothing was opened or changed.
     Locked { path: String },
+    /// The store's format marker (`format.rs`) says a format newer than this build reads:
+    /// it was written by a newer release. Refused before anything was written.
+    Newer {
+        found: u32,
+        known: u32,
+        /// The data directory, when opened from one.
+        path: Option<String>,
+    },
 }
 
 impl std::fmt::Display for StorageError {
@@ -55,6 +66,15 @@ impl std::fmt::Display for StorageError {
             StorageError::Locked { path } => write!(
                 f,
                 "the data directory is in use: another process holds the lock on {path}"
+            ),
+            StorageError::Newer { found, known, path } => write!(
+                f,
+                "the store{} was written by a newer creditsd: it is in store format \
+                 {found}, and this build reads formats 1 to {known}; nothing was changed \
+                 (run the release that wrote it, or a later one)",
+                path.as_ref()
+                    .map(|p| format!(" at {p}"))
+                    .unwrap_or_default()
             ),
         }
     }

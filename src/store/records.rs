@@ -1157,6 +1157,17 @@ impl From<IdemRecordV1> for IdemRecord {
     }
 }
 
+/// The store format marker (`format.rs`: the key `V` and what each format number means),
+/// version 1. Every later layout of this record keeps `format` first, as a varint, so
+/// that any build can tell which format a store is in, even one written by a release
+/// newer than itself (and refuse it as such, not as corrupt).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreFormatRecordV1 {
+    pub format: u32,
+}
+
+impl Record for StoreFormatRecordV1 {}
+
 /// One entry of the notification feed (`FeedEntry`), version 2 (with promo in the
 /// balances; version 1 is `legacy::FeedEntryRecordV1`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -1750,6 +1761,8 @@ mod tests {
     const COVERED: &str = "02070103802007bd3df4";
     const V1_COVERED: &str = "01071db6a6c6";
     const RUN: &str = "0105020112c80101ac02c901d1d1ffdc";
+    /// The store format marker of format 2 and of format 300 (a varint of two bytes).
+    const STORE_FORMAT: [(u32, &str); 2] = [(2, "01029242ccb6"), (300, "01ac02ec213f12")];
 
     /// `pinned` decodes through its record `R` to `value`.
     fn decodes_to<R, T>(value: &T, pinned: &str)
@@ -1826,5 +1839,13 @@ mod tests {
         };
         assert_eq!(hex(&encode(&run)), RUN);
         assert_eq!(decode::<RunRecordV1>(b"R", &unhex(RUN)).unwrap(), run);
+        for (format, pinned) in STORE_FORMAT {
+            let marker = StoreFormatRecordV1 { format };
+            assert_eq!(hex(&encode(&marker)), pinned);
+            assert_eq!(
+                decode::<StoreFormatRecordV1>(b"V", &unhex(pinned)).unwrap(),
+                marker
+            );
+        }
     }
 }

@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::codec::{decode, display_key, encode};
+use super::format::{self, FORMAT_KEY, STORE_FORMAT};
 use super::idem_filter::IdemFilter;
 use super::kv::{scan_prefix, Kv, SledKv};
-use super::overlay::{Overlay, Tuning, Value};
+use super::overlay::{Entry, Overlay, Tuning, Value};
 use super::records::{AccountRecordV2, EventRecordV3, FeedEntryRecordV2, IdemRecordV1};
 use super::recovery::{recover, Start, Visit};
 use super::runs::{self, EventIndex, EVENT};
@@ -19,13 +20,15 @@ use super::totals::{self, BookTotals};
 use super::{Append, FeedEntry, IdemRecord, StorageError, Store};
 use crate::domain::{Account, Event, Ts};
 
-const SNAPSHOT: u8 = b'S';
-const IDEM: u8 = b'I';
-const FEED: u8 = b'F';
-const WAKEUP: u8 = b'W';
-const CURSOR: u8 = b'C';
-const BASE: u8 = b'B';
-const TOTALS: u8 = b'T';
+// The tags keys start with (`store/mod.rs`); `E` and `R` are the runs' (`runs.rs`), `L`
+// the overlay's, `V` the format marker's (`format.rs`).
+pub(crate) const SNAPSHOT: u8 = b'S';
+pub(crate) const IDEM: u8 = b'I';
+pub(crate) const FEED: u8 = b'F';
+pub(crate) const WAKEUP: u8 = b'W';
+pub(crate) const CURSOR: u8 = b'C';
+pub(crate) const BASE: u8 = b'B';
+pub(crate) const TOTALS: u8 = b'T';
 
 /// How the store is opened: the overlay's tuning, whether a thread checkpoints (the
 /// daemon) or the caller does, one step at a time (`checkpoint_step`: the simulator), and
@@ -126,6 +129,8 @@ pub struct SledStore {
     /// Taken by `close` (or drop), which stops it.
     filter_build: Mutex<Option<FilterBuild>>,
     lookups: Lookups,
+    /// The store format the marker said at open, before any upgrade (`format.rs`).
+    format_at_open: u32,
 }
 
 fn event_key(account: &str, seq: u64) -> Vec<u8> {
@@ -206,6 +211,8 @@ impl SledStore {
         options: Options,
     ) -> Result<SledStore, StorageError> {
         let kv = SledKv::open(dir, cache_bytes)?;
+        // Before the log directory is created: a newer store is refused as it is.
+        format::refuse_newer_in(&kv, dir)?;
         let files = FsLogFiles::open(&dir.join("log"))?;
         SledStore::open_on(Arc::new(kv), Box::new(files), options)
     }
@@ -218,6 +225,9 @@ impl SledStore {
         files: Box<dyn LogFiles>,
         options: Options,
     ) -> Result<SledStore, StorageError> {
+        // Before anything is written, the replay included: a store of a newer format is
+        // refused as it is; an older one is upgraded at the end (`mark_format`).
+        let format_at_open = format::refuse_newer(&*kv)?;
         // First of all: the log records a previous run left hold writes that may not be
         // in their keys yet, and everything below reads those keys.
         let started = std::time::Instant::now();
@@ -269,6 +279,7 @@ impl SledStore {
             idem_filter,
             filter_build: Mutex::new(None),
             lookups: Lookups::new(),
+            format_at_open,
         };
         // After the replay, so the keys it wrote into sled are in sled's scan; every key
         // bound from now on is added by `append` before it can reach sled.
@@ -284,6 +295,7 @@ impl SledStore {
                 "replayed the write-ahead log records left by the previous run"
             );
         }
+        store.mark_format()?;
         Ok(store)
     }
 
@@ -944,6 +956,78 @@ impl SledStore {
     /// The log's segments present (oldest first).
     pub fn segments(&self) -> Vec<u64> {
         self.overlay.segments()
+    }
+
+    /// The store format the marker said when the store opened, before `mark_format`
+    /// upgraded it (`format.rs`).
+    pub fn format_at_open(&self) -> u32 {
+        self.format_at_open
+    }
+
+    /// The store format the marker says now.
+    pub fn format(&self) -> Result<u32, StorageError> {
+        match self.overlay.get(&FORMAT_KEY)? {
+            Some(bytes) => format::parse(&bytes),
+            None => Ok(format::UNMARKED),
+        }
+    }
+
+    /// Upgrades a store of an older format in place: writes the marker of `STORE_FORMAT`
+    /// and makes it durable. Every older record layout stays readable, so the marker is
+    /// all there is to write; `creditsd migrate` rewrites the old records themselves.
+    /// Answers whether it wrote.
+    ///
+    /// The marker goes straight into sled and is synced there (as the overlay writes its
+    /// covered number), not through the log: opening reads it from sled before anything
+    /// is replayed, so that is where it must be, durable, before the store is used.
+    pub fn mark_format(&self) -> Result<bool, StorageError> {
+        let found = self.format()?;
+        if found >= STORE_FORMAT {
+            return Ok(false);
+        }
+        self.kv.insert(&FORMAT_KEY, &format::marker(STORE_FORMAT))?;
+        self.kv.sync()?;
+        if self.accounts_page(None, 1)?.is_empty() {
+            tracing::debug!(format = STORE_FORMAT, "a new store: format marker written");
+        } else {
+            tracing::info!(
+                from = found,
+                to = STORE_FORMAT,
+                "store format upgraded in place (the marker; records of older layouts stay \
+                 readable, and `creditsd migrate` rewrites them)"
+            );
+        }
+        Ok(true)
+    }
+
+    /// Up to `limit` records whose key starts with `tag`, after the key `after`, as they
+    /// are stored (the overlay's over sled's): for `migrate.rs`.
+    pub(crate) fn raw_page(
+        &self,
+        tag: u8,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let (lo, hi) = prefix(tag);
+        let lo = match after {
+            Some(k) => Bound::Excluded(k.to_vec()),
+            None => lo,
+        };
+        self.overlay.range(lo, hi, false, limit)
+    }
+
+    /// The engine beneath, for `migrate.rs`: it finds events by their runs, and deletes
+    /// an earlier release's copies of events once runs locate them in the log.
+    pub(crate) fn kv(&self) -> &dyn Kv {
+        &*self.kv
+    }
+
+    /// Puts sealed records as they are, in one overlay commit: for `migrate.rs`, which
+    /// rewrites a record of an older layout in today's, under the same key. Durable at the
+    /// next `sync`.
+    pub(crate) fn rewrite(&self, records: Vec<Entry>) {
+        self.overlay
+            .commit(records.into_iter().map(|(k, v)| (k, Some(v))));
     }
 }
 
