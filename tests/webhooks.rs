@@ -99,7 +99,11 @@ fn serve(stream: TcpStream, secret: &[u8], status: u16) -> Option<Delivery> {
         .unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut request_line = String::new();
-    reader.read_line(&mut request_line).ok()?;
+    // A connection closed before any request (a daemon stopping while its client had one
+    // open) delivers nothing.
+    if reader.read_line(&mut request_line).ok()? == 0 {
+        return None;
+    }
     assert!(
         request_line.starts_with("POST /hooks/credits "),
         "{request_line}"
