@@ -78,6 +78,11 @@ fn keyed(tag: u8, account: &[u8], n: u64) -> Vec<u8> {
     k
 }
 
+/// The key of an event, `E‖account‖0‖seq` (its value stays in the log).
+pub fn event_key(account: &[u8], seq: u64) -> Vec<u8> {
+    keyed(EVENT, account, seq)
+}
+
 pub fn run_key(account: &[u8], first: u64) -> Vec<u8> {
     keyed(RUN, account, first)
 }
@@ -335,7 +340,7 @@ mod tests {
     }
 
     fn ev(account: &str, seq: u64) -> Vec<u8> {
-        keyed(EVENT, account.as_bytes(), seq)
+        event_key(account.as_bytes(), seq)
     }
 
     fn put(kv: &dyn Kv, account: &str, seqs: std::ops::Range<u64>) {

@@ -134,12 +134,7 @@ pub struct SledStore {
 }
 
 fn event_key(account: &str, seq: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(account.len() + 10);
-    k.push(EVENT);
-    k.extend_from_slice(account.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
+    runs::event_key(account.as_bytes(), seq)
 }
 
 fn account_prefix(tag: u8, account: &str) -> Vec<u8> {
