@@ -286,6 +286,12 @@ fn migrate(store: &SledStore, path: &std::path::Path, started: std::time::Instan
             report.event_copies_dropped
         );
     }
+    if report.idempotency_copies_dropped > 0 {
+        println!(
+            "  {} idempotency records moved into the index's blocks: their keys deleted from sled",
+            report.idempotency_copies_dropped
+        );
+    }
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
     println!(
         "migrated: {} records rewritten in today's layout in {:.1} ms ({:.1} ms with opening \

@@ -40,6 +40,8 @@ pub const CHECKPOINT_KEYS_TOTAL: &str = "creditsd_checkpoint_keys_total";
 /// is still being built at open); and the filter's memory (`store::idem_filter`).
 pub const IDEMPOTENCY_LOOKUPS_TOTAL: &str = "creditsd_idempotency_lookups_total";
 pub const IDEMPOTENCY_FILTER_BYTES: &str = "creditsd_idempotency_filter_bytes";
+/// Merges of the idempotency index's blocks (`store::idem_index`).
+pub const IDEMPOTENCY_MERGES_TOTAL: &str = "creditsd_idempotency_merges_total";
 pub const ACCOUNTS: &str = "creditsd_accounts";
 pub const ACCOUNTS_PAUSED: &str = "creditsd_accounts_paused";
 pub const NOTICES_TOTAL: &str = "creditsd_notices_total";
@@ -165,6 +167,10 @@ fn describe() {
     describe_gauge!(
         IDEMPOTENCY_FILTER_BYTES,
         "Memory of the idempotency filter's live generations (at most storage.idempotency_filter_bytes)."
+    );
+    describe_counter!(
+        IDEMPOTENCY_MERGES_TOTAL,
+        "Merges of the idempotency index's blocks (ten blocks of one slice and level into one of the next)."
     );
     describe_gauge!(ACCOUNTS, "Accounts in the store.");
     describe_gauge!(

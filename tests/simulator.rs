@@ -625,8 +625,11 @@ impl Node {
     }
 
     /// The checkpointer's work, as one step.
-    fn checkpoint(&mut self) -> Result<(), Crash> {
-        fail_stop(self.store.checkpoint_step()).map(|_| ())
+    /// Answers how many merges of idempotency blocks it made.
+    fn checkpoint(&mut self) -> Result<u64, Crash> {
+        let before = self.store.idempotency_index().merges();
+        fail_stop(self.store.checkpoint_step())?;
+        Ok(self.store.idempotency_index().merges() - before)
     }
 
     /// A graceful stop: every core snapshots, then one last group commit.
@@ -694,6 +697,7 @@ stats!(
     log_tails_cut,
     writes_lost,
     checkpoints,
+    idempotency_merges,
     graceful_restarts,
     // Second edition.
     promo_grants,
@@ -1074,7 +1078,7 @@ impl Sim {
             65..=199 => self.node.group_commit()?,
             200..=239 => {
                 self.stats.checkpoints += 1;
-                self.node.checkpoint()?;
+                self.stats.idempotency_merges += self.node.checkpoint()?;
                 Vec::new()
             }
             240..=269 => self.node.sweep(self.now)?,
@@ -2319,6 +2323,8 @@ fn simulated_histories_keep_the_books() {
             total.log_torn_writes > 0 && total.log_tails_lost > 0 && total.log_tails_cut > 0,
             "{total:?}"
         );
+        // Idempotency keys are looked up across merges of their blocks.
+        assert!(total.idempotency_merges > 0, "{total:?}");
         // And the second edition: promo blocks taken and expired, refunds whole, partial,
         // refused both ways and expiring, members capped and refused, alerts set.
         let t = total;

@@ -89,6 +89,7 @@ pub fn decode<T: Record>(key: &[u8], bytes: &[u8]) -> Result<T, StorageError> {
 }
 
 impl Record for u64 {}
+impl Record for i64 {}
 
 /// A key as people read it: printable bytes as they are, others as `\xNN`, so a log line
 /// names the account and sequence of a bad record.

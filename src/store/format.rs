@@ -28,9 +28,13 @@ use super::StorageError;
 /// - 3: events stay in the log where they were written, and sled keeps runs saying where
 ///   (`runs.rs`); an earlier release's events in sled are read beside them until
 ///   `creditsd migrate` moves them into the log.
+/// - 4: idempotency records in the blocks of the idempotency index (`idem_index.rs`),
+///   not a sled key each; an earlier release's records are read beside them until they
+///   expire, or until `creditsd migrate` moves them into blocks. (A build of format 3
+///   would not see the blocks, so it must refuse such a store.)
 ///
 /// A new format is this number plus one, and a line above saying what changed.
-pub const STORE_FORMAT: u32 = 3;
+pub const STORE_FORMAT: u32 = 4;
 
 /// The format of a store without a marker.
 pub const UNMARKED: u32 = 1;

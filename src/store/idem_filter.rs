@@ -28,7 +28,6 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use fastbloom::AtomicBloomFilter;
-use std::hash::BuildHasher;
 
 use crate::domain::Ts;
 
@@ -59,7 +58,6 @@ pub struct IdemFilter {
     /// 64-bit words per generation; 0: the filter is off (never complete).
     words: usize,
     slice_ms: i64,
-    hasher: fastbloom::DefaultHasher,
     /// Ascending by `index`; at most `GENERATIONS`.
     gens: RwLock<Vec<Arc<Generation>>>,
     complete: AtomicBool,
@@ -76,7 +74,6 @@ impl IdemFilter {
         IdemFilter {
             words,
             slice_ms: (ttl_ms / SLICES_PER_TTL).max(1),
-            hasher: fastbloom::DefaultHasher::default(),
             gens: RwLock::new(Vec::new()),
             complete: AtomicBool::new(false),
         }
@@ -87,10 +84,10 @@ impl IdemFilter {
         self.words > 0
     }
 
-    /// The hash of a record's sled key (account and key), as `insert` and `may_contain`
-    /// take it.
-    pub fn hash(&self, sled_key: &[u8]) -> u64 {
-        self.hasher.hash_one(sled_key)
+    /// The hash `insert` and `may_contain` take, of a binding's `idem_index::digest`
+    /// (stable across restarts, as the index's blocks hold only the digest).
+    pub fn hash(digest: &crate::store::idem_index::Digest) -> u64 {
+        u64::from_le_bytes(digest[..8].try_into().expect("8 of 16 bytes"))
     }
 
     /// Adds a key bound at `at`.
@@ -208,6 +205,10 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    /// A binding's filter hash, from its sled key.
+    fn h(sled_key: &[u8]) -> u64 {
+        IdemFilter::hash(&crate::store::idem_index::digest(sled_key))
+    }
     use super::*;
     use proptest::prelude::*;
 
@@ -234,7 +235,7 @@ mod tests {
                     cutoff = cutoff.max(at - 400);
                     f.forget_before(Ts(cutoff));
                 } else {
-                    f.insert(f.hash(&key(k)), Ts(at));
+                    f.insert(h(&key(k)), Ts(at));
                     let e = bound.entry(k).or_insert(at);
                     *e = (*e).max(at);
                 }
@@ -242,7 +243,7 @@ mod tests {
                 prop_assert!(f.bytes() <= budget, "{} > {budget}", f.bytes());
                 for (&k, &at) in &bound {
                     if at >= cutoff {
-                        prop_assert!(f.may_contain(f.hash(&key(k))), "key {k} bound at {at}, cutoff {cutoff}");
+                        prop_assert!(f.may_contain(h(&key(k))), "key {k} bound at {at}, cutoff {cutoff}");
                     }
                 }
             }
@@ -254,10 +255,10 @@ mod tests {
     #[test]
     fn a_key_past_the_ttl_is_forgotten_once_its_generation_is_dropped() {
         let f = IdemFilter::new(1 << 20, 400); // slices of 100 ms
-        let old = f.hash(b"Iacct\0old");
+        let old = h(b"Iacct\0old");
         f.insert(old, Ts(50));
-        f.insert(f.hash(b"Iacct\0later-in-its-slice"), Ts(90));
-        let fresh: Vec<u64> = (0..100).map(|i| f.hash(&key(i))).collect();
+        f.insert(h(b"Iacct\0later-in-its-slice"), Ts(90));
+        let fresh: Vec<u64> = (0..100).map(|i| h(&key(i))).collect();
         for &h in &fresh {
             f.insert(h, Ts(460));
         }
@@ -287,7 +288,7 @@ mod tests {
         let f = IdemFilter::new(budget, 4_000);
         let mut hashes = Vec::new();
         for i in 0..5_000u64 {
-            let h = f.hash(&key(i));
+            let h = h(&key(i));
             f.insert(h, Ts(i as i64 * 10)); // 50 slices
             hashes.push(h);
         }
@@ -300,7 +301,7 @@ mod tests {
         assert!(hashes.iter().all(|&h| f.may_contain(h)));
         // Off: nothing allocated, never complete.
         let off = IdemFilter::new(0, 4_000);
-        off.insert(off.hash(b"k"), Ts(1));
+        off.insert(h(b"k"), Ts(1));
         off.set_complete();
         assert!(!off.is_complete() && off.bytes() == 0 && !off.enabled());
     }
@@ -316,12 +317,12 @@ mod tests {
         // From the start of a slice to the end of the fifth: the worst case, every
         // generation full.
         for i in 0..n * 5 / 4 {
-            f.insert(f.hash(&key(i)), Ts((i * 400_000 / n) as i64));
+            f.insert(h(&key(i)), Ts((i * 400_000 / n) as i64));
         }
         assert_eq!(f.generations(), GENERATIONS);
         let probes = 100_000u64;
         let fp = (0..probes)
-            .filter(|i| f.may_contain(f.hash(format!("fresh-{i}").as_bytes())))
+            .filter(|i| f.may_contain(h(format!("fresh-{i}").as_bytes())))
             .count();
         assert!(
             fp * 100 < probes as usize,

@@ -52,6 +52,9 @@ pub struct Report {
     pub kinds: Vec<Kind>,
     /// Copies of events deleted from sled once the log held them (`drop_moved_events`).
     pub event_copies_dropped: u64,
+    /// Idempotency records deleted from sled (a key each, as releases before format 4
+    /// kept them) once the index's blocks held them.
+    pub idempotency_copies_dropped: u64,
     pub elapsed: Duration,
 }
 
@@ -72,7 +75,7 @@ pub fn migrate(store: &SledStore) -> Result<Report, StorageError> {
         migrate_snapshots(store)?,
         rewrite_older::<AccountRecordV2>(store, BASE, "base snapshots")?,
         rewrite_older::<FeedEntryRecordV2>(store, FEED, "feed entries")?,
-        rewrite_older::<IdemRecordV1>(store, IDEM, "idempotency records")?,
+        migrate_idempotency(store)?,
         rewrite_older::<BookTotals>(store, TOTALS, "book totals")?,
         rewrite_older::<u64>(store, CURSOR, "feed cursors")?,
     ];
@@ -82,11 +85,13 @@ pub fn migrate(store: &SledStore) -> Result<Report, StorageError> {
     // Every layer checkpointed: the moved events' runs are durable in sled.
     store.close()?;
     let event_copies_dropped = drop_moved_events(store)?;
+    let idempotency_copies_dropped = drop_moved_idempotency(store)?;
     let report = Report {
         format_before: store.format_at_open(),
         format_after: store.format()?,
         kinds,
         event_copies_dropped,
+        idempotency_copies_dropped,
         elapsed: started.elapsed(),
     };
     debug_assert_eq!(report.format_after, STORE_FORMAT);
@@ -139,10 +144,20 @@ fn located(store: &SledStore, key: &[u8]) -> Result<bool, StorageError> {
 /// (`runs::EventIndex`): through the overlay, a delete of the key would delete the event.
 /// Reads look at the runs before such copies, so nothing they answer changes.
 fn drop_moved_events(store: &SledStore) -> Result<u64, StorageError> {
+    drop_from_sled(store, EVENT, |key| located(store, key))
+}
+
+/// Deletes each key under `tag` straight from sled that `moved` says is held elsewhere
+/// now, and makes that durable; answers how many.
+fn drop_from_sled(
+    store: &SledStore,
+    tag: u8,
+    moved: impl Fn(&[u8]) -> Result<bool, StorageError>,
+) -> Result<u64, StorageError> {
     let mut dropped = 0;
-    each_in_sled(store, EVENT, |page| {
+    each_in_sled(store, tag, |page| {
         for (key, _) in page {
-            if located(store, &key)? {
+            if moved(&key)? {
                 store.kv().remove(&key)?;
                 dropped += 1;
             }
@@ -155,12 +170,41 @@ fn drop_moved_events(store: &SledStore) -> Result<u64, StorageError> {
     Ok(dropped)
 }
 
+/// Idempotency records. Today they lie in the index's blocks (`idem_index.rs`); earlier
+/// releases kept one sled key each (`I‖account‖0‖key`), read beside the blocks. Each is
+/// written again through the overlay, so the checkpointer puts it in a block, and its sled
+/// key is deleted once the store is closed (`drop_moved_idempotency`).
+fn migrate_idempotency(store: &SledStore) -> Result<Kind, StorageError> {
+    rewrite_if::<IdemRecordV1>(store, IDEM, "idempotency records", |_| true)
+}
+
+/// With the store closed (every layer checkpointed, the blocks durable): deletes the sled
+/// key of each idempotency record the index holds, and makes that durable.
+fn drop_moved_idempotency(store: &SledStore) -> Result<u64, StorageError> {
+    drop_from_sled(store, IDEM, |key| {
+        let hash = super::idem_index::digest(key);
+        let index = store.idempotency_index();
+        Ok(index.lookup(store.kv(), &hash)?.is_some())
+    })
+}
+
 /// The records under `tag`, each of type `R`: those whose version is not `R::VERSION`
 /// are decoded and written again in it.
 fn rewrite_older<R: Record>(
     store: &SledStore,
     tag: u8,
     name: &'static str,
+) -> Result<Kind, StorageError> {
+    rewrite_if::<R>(store, tag, name, |version| version != R::VERSION)
+}
+
+/// The records under `tag`, each of type `R`: those whose version byte `rewrite` picks are
+/// decoded and written again, in today's version, through the overlay.
+fn rewrite_if<R: Record>(
+    store: &SledStore,
+    tag: u8,
+    name: &'static str,
+    rewrite: impl Fn(u8) -> bool,
 ) -> Result<Kind, StorageError> {
     let mut kind = Kind {
         name,
@@ -172,7 +216,7 @@ fn rewrite_older<R: Record>(
         for (key, bytes) in page {
             kind.seen += 1;
             let (version, _) = unseal(&key, &bytes)?;
-            if version != R::VERSION {
+            if rewrite(version) {
                 let record: R = decode(&key, &bytes)?;
                 writes.push((key, encode(&record)));
             }
@@ -288,9 +332,12 @@ fn commit(store: &SledStore, writes: Vec<Entry>) -> Result<(), StorageError> {
 mod tests {
     use super::*;
     use crate::store::format::FORMAT_KEY;
+    use crate::store::idem_index;
     use crate::store::kv::{Kv, SledKv};
     use crate::store::overlay::COVERED_KEY;
-    use crate::store::records::{CoveredRecordV2, RunRecordV1};
+    use crate::store::records::{
+        CoveredRecordV2, IdemBlockRecordV1, IdemChunkRecordV1, RunRecordV1,
+    };
     use crate::store::segment_log::{FsLogFiles, LogFiles};
     use crate::store::sled_store::WAKEUP;
     use std::ops::Bound;
@@ -318,6 +365,11 @@ mod tests {
             SNAPSHOT | BASE => Some(AccountRecordV2::VERSION),
             FEED => Some(FeedEntryRecordV2::VERSION),
             IDEM => Some(IdemRecordV1::VERSION),
+            idem_index::TAG => Some(match key[1] {
+                0 => IdemBlockRecordV1::VERSION,
+                1 => IdemChunkRecordV1::VERSION,
+                _ => <i64 as Record>::VERSION,
+            }),
             TOTALS => Some(BookTotals::VERSION),
             CURSOR => Some(<u64 as Record>::VERSION),
             _ if key == COVERED_KEY => Some(CoveredRecordV2::VERSION),
@@ -367,6 +419,19 @@ mod tests {
             copy_dir(&fixture, dir.path());
             let (_, older) = versions(dir.path());
             assert!(older.len() > 10, "{kind}: {older:?}");
+            // The fixture's bindings, (account, key), a sled key each.
+            let bindings: Vec<(String, String)> = {
+                let kv = SledKv::open(dir.path(), 1 << 20).unwrap();
+                crate::store::kv::scan_prefix(&kv, &[IDEM])
+                    .map(|e| {
+                        let k = e.unwrap().0;
+                        let nul = k.iter().position(|&b| b == 0).unwrap();
+                        let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+                        (text(&k[1..nul]), text(&k[nul + 1..]))
+                    })
+                    .collect()
+            };
+            assert!(bindings.len() > 10, "{kind}: {bindings:?}");
 
             let store = SledStore::open(dir.path(), 1 << 20).unwrap();
             assert_eq!(store.format_at_open(), 1);
@@ -381,12 +446,20 @@ mod tests {
             let (events, rewritten) = count("events");
             assert!(events > 40 && rewritten == events, "{kind}: {report:?}");
             assert_eq!(report.event_copies_dropped, events, "{kind}");
+            // Those, and any the open replayed from the killed store's group records.
+            let (seen, moved) = count("idempotency records");
+            assert!(
+                seen >= bindings.len() as u64 && moved == seen,
+                "{kind}: {report:?}"
+            );
+            assert_eq!(report.idempotency_copies_dropped, seen, "{kind}");
             drop(store);
 
             // In sled: no event left, and every other record in today's version.
             let (current, older) = versions(dir.path());
             assert_eq!(older, Vec::<String>::new(), "{kind}");
             assert!(!current.iter().any(|k| k.starts_with('E')), "{current:?}");
+            assert!(!current.iter().any(|k| k.starts_with('I')), "{current:?}");
             // In the log: every event a run points to, in today's version.
             let kv = SledKv::open(dir.path(), 1 << 20).unwrap();
             let files = FsLogFiles::open(&dir.path().join("log")).unwrap();
@@ -411,6 +484,12 @@ mod tests {
             let events_again = again.kinds.iter().find(|k| k.name == "events").unwrap();
             assert_eq!(events_again.seen, 0, "events left in sled");
             assert_eq!(again.event_copies_dropped, 0);
+            assert_eq!(again.idempotency_copies_dropped, 0);
+            // Every binding still answers, from the index's blocks.
+            for (account, key) in &bindings {
+                let rec = store.idempotency(account, key).unwrap();
+                assert!(rec.is_some(), "{kind}: {account} {key}");
+            }
             // The same books as before, from snapshots in today's layout.
             let snapshot = store.snapshot("fx-2").unwrap().expect("rebuilt");
             let replayed = recover(&store, "fx-2", Start::Base, |_, _| Ok(Visit::Continue))

@@ -19,6 +19,7 @@
 pub mod codec;
 pub mod format;
 pub mod idem_filter;
+pub mod idem_index;
 pub mod journal;
 pub mod kv;
 pub mod legacy;

@@ -65,6 +65,16 @@ pub trait Index: Send + Sync + 'static {
         puts: &[(&[u8], Pos)],
         deletes: &[&[u8]],
     ) -> Result<(), StorageError>;
+    /// Keys whose writes `write_bulk` takes, rather than a sled key each (idempotency
+    /// records, `idem_index.rs`).
+    fn bulk(&self, _key: &[u8]) -> bool {
+        false
+    }
+    /// Writes the bulk keys of one layer (or of the whole replay) into `kv`: each key
+    /// once, its newest write. Called before the layer's located keys are indexed.
+    fn write_bulk(&self, _kv: &dyn Kv, _writes: &[(&[u8], &Value)]) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 /// No located keys: every value goes into sled (tests of the overlay alone).
@@ -391,6 +401,7 @@ impl Overlay {
         // The located keys' newest writes over the whole replay, indexed once at the end:
         // the same keys as a checkpoint of the same records would index.
         let mut located: BTreeMap<Vec<u8>, Option<Pos>> = BTreeMap::new();
+        let mut bulk: BTreeMap<Vec<u8>, Value> = BTreeMap::new();
         let (log, found) = SegmentLog::open(
             files,
             tuning.segment_bytes,
@@ -405,6 +416,8 @@ impl Overlay {
                             len: v.len() as u32,
                         });
                         located.insert(key, pos);
+                    } else if index.bulk(&key) {
+                        bulk.insert(key, value);
                     } else {
                         apply_one(&*kv, &key, &value)?;
                     }
@@ -421,6 +434,8 @@ impl Overlay {
             .filter(|(_, p)| p.is_none())
             .map(|(k, _)| k.as_slice())
             .collect();
+        let bulk: Vec<(&[u8], &Value)> = bulk.iter().map(|(k, v)| (k.as_slice(), v)).collect();
+        index.write_bulk(&*kv, &bulk)?;
         index.write(&*kv, &puts, &deletes)?;
         replayed += found.records;
         let covered_now = Covered {
@@ -692,6 +707,7 @@ impl Overlay {
             };
             let started = Instant::now();
             let mut deletes = Vec::new();
+            let mut bulk = Vec::new();
             for (key, value) in &layer.map {
                 if self.index.located(key) {
                     if value.is_none() {
@@ -699,8 +715,13 @@ impl Overlay {
                     }
                     continue;
                 }
+                if self.index.bulk(key) {
+                    bulk.push((key.as_slice(), value));
+                    continue;
+                }
                 apply_one(&*self.kv, key, value)?;
             }
+            self.index.write_bulk(&*self.kv, &bulk)?;
             // The located keys still put at the layer's end, where their values lie.
             let puts = newest_by_key(
                 layer

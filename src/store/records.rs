@@ -1137,6 +1137,31 @@ pub struct IdemRecordV1 {
 
 impl Record for IdemRecordV1 {}
 
+/// One block of the idempotency index (`idem_index.rs`), version 1: the slice of bind
+/// time its entries belong to, its level (0: written by the checkpointer; n + 1: a merge
+/// of level-n blocks), how many entries it holds, the newest bind instant among them
+/// (ms), and the first hash of each of its chunks, ascending. Stored under `J‖0‖id`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdemBlockRecordV1 {
+    pub slice: i64,
+    pub level: u8,
+    pub entries: u64,
+    pub newest_at: i64,
+    pub chunks: Vec<[u8; 16]>,
+}
+
+impl Record for IdemBlockRecordV1 {}
+
+/// The entries of one chunk of an idempotency block, version 1, ascending by hash: the
+/// hash of the binding's `I‖account‖0‖key`, then what `IdemRecordV1` holds (fingerprint,
+/// sequence number, bind instant in ms). Stored under `J‖1‖block id‖first hash`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdemChunkRecordV1 {
+    pub entries: Vec<([u8; 16], [u8; 16], u64, i64)>,
+}
+
+impl Record for IdemChunkRecordV1 {}
+
 impl From<&IdemRecord> for IdemRecordV1 {
     fn from(r: &IdemRecord) -> Self {
         IdemRecordV1 {

@@ -9,12 +9,14 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use super::codec::{decode, display_key, encode};
 use super::format::{self, FORMAT_KEY, STORE_FORMAT};
-use super::idem_filter::IdemFilter;
+use super::idem_filter::{IdemFilter, SLICES_PER_TTL};
+use super::idem_index::{self, IdemIndex};
 use super::kv::{scan_prefix, Kv, SledKv};
-use super::overlay::{Entry, Overlay, Tuning, Value};
+use super::overlay::{Entry, Index, Overlay, Tuning, Value};
 use super::records::{AccountRecordV2, EventRecordV3, FeedEntryRecordV2, IdemRecordV1};
 use super::recovery::{recover, Start, Visit};
 use super::runs::{self, EventIndex, EVENT};
+use super::segment_log::Pos;
 use super::segment_log::{FsLogFiles, LogFiles};
 use super::totals::{self, BookTotals};
 use super::{Append, FeedEntry, IdemRecord, StorageError, Store};
@@ -108,6 +110,10 @@ pub struct SledStore {
     overlay: Arc<Overlay>,
     /// Taken by `close` (or drop), which waits for it.
     checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The idempotency records, in blocks (`idem_index.rs`).
+    idem: Arc<IdemIndex>,
+    /// The thread merging its blocks; taken by `close` (or drop), which stops it.
+    merger: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Feed ids are handed out and written under this lock so that ids become visible in
     /// order; only the rare mutations that notify take it, never a plain debit.
     feed_lock: Mutex<()>,
@@ -226,8 +232,10 @@ impl SledStore {
         // First of all: the log records a previous run left hold writes that may not be
         // in their keys yet, and everything below reads those keys.
         let started = std::time::Instant::now();
-        let (overlay, replayed) =
-            Overlay::recover(kv.clone(), files, options.tuning, Arc::new(EventIndex))?;
+        let slice_ms = (options.idempotency_filter.ttl_ms / SLICES_PER_TTL).max(1);
+        let idem = Arc::new(IdemIndex::open(&*kv, slice_ms)?);
+        let index = Arc::new(Indexes { idem: idem.clone() });
+        let (overlay, replayed) = Overlay::recover(kv.clone(), files, options.tuning, index)?;
         let legacy_events = scan_prefix(&*kv, &[EVENT]).next().transpose()?.is_some();
         let (lo, hi) = prefix(FEED);
         let feed_next = match kv.range(lo, hi, true).next() {
@@ -258,6 +266,21 @@ impl SledStore {
         } else {
             None
         };
+        let merger = if options.checkpointer_thread {
+            let (idem, kv) = (idem.clone(), kv.clone());
+            Some(
+                std::thread::Builder::new()
+                    .name("creditsd-idem-merge".into())
+                    .spawn(move || {
+                        if let Err(e) = idem.merge_loop(&*kv) {
+                            crate::fail_stop(&format!("merging idempotency blocks: {e}"));
+                        }
+                    })
+                    .map_err(|e| StorageError::Io(format!("spawning the merger: {e}")))?,
+            )
+        } else {
+            None
+        };
         let f = options.idempotency_filter;
         let idem_filter = Arc::new(IdemFilter::new(f.bytes, f.ttl_ms));
         let mut store = SledStore {
@@ -265,6 +288,8 @@ impl SledStore {
             options,
             overlay,
             checkpointer: Mutex::new(checkpointer),
+            idem,
+            merger: Mutex::new(merger),
             feed_lock: Mutex::new(()),
             feed_next: AtomicU64::new(feed_next),
             totals: totals.into_iter().map(Mutex::new).collect(),
@@ -332,6 +357,7 @@ impl SledStore {
         let stop = Arc::new(AtomicBool::new(false));
         let (overlay, filter, halt) =
             (self.overlay.clone(), self.idem_filter.clone(), stop.clone());
+        let (idem, kv) = (self.idem.clone(), self.kv.clone());
         let delay = self.options.idempotency_filter.build_delay;
         let build = move || {
             let until = std::time::Instant::now() + delay;
@@ -339,7 +365,7 @@ impl SledStore {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             let started = std::time::Instant::now();
-            match fill_filter(&overlay, &filter, &halt) {
+            match fill_filter(&overlay, &idem, &*kv, &filter, &halt) {
                 Ok(Some(keys)) => tracing::info!(
                     keys,
                     elapsed_ms = started.elapsed().as_millis() as u64,
@@ -386,16 +412,31 @@ impl SledStore {
     }
 }
 
-/// Adds every idempotency record to `filter` (sled's, with the overlay's layers merged
-/// over them, so a write the open left in a layer is covered too), then marks it
-/// complete; answers how many, or `None` when asked to stop first.
+/// Adds every idempotency record to `filter` (the index's blocks, then an earlier
+/// release's records in sled with the overlay's layers merged over them, so a write the
+/// open left in a layer is covered too), then marks it complete; answers how many, or
+/// `None` when asked to stop first.
 fn fill_filter(
     overlay: &Overlay,
+    idem: &IdemIndex,
+    kv: &dyn Kv,
     filter: &IdemFilter,
     stop: &AtomicBool,
 ) -> Result<Option<u64>, StorageError> {
     let mut n = 0u64;
     let mut stopped = false;
+    idem.for_each(kv, |hash, at| {
+        if n % 1024 == 0 && stop.load(Ordering::Relaxed) {
+            stopped = true;
+            return false;
+        }
+        filter.insert(IdemFilter::hash(hash), at);
+        n += 1;
+        true
+    })?;
+    if stopped {
+        return Ok(None);
+    }
     let (lo, hi) = prefix(IDEM);
     overlay.scan(lo, hi, false, |k, v| {
         if n % 1024 == 0 && stop.load(Ordering::Relaxed) {
@@ -403,7 +444,7 @@ fn fill_filter(
             return Ok(false);
         }
         let rec: IdemRecord = decode::<IdemRecordV1>(&k, &v)?.into();
-        filter.insert(filter.hash(&k), rec.at);
+        filter.insert(IdemFilter::hash(&idem_index::digest(&k)), rec.at);
         n += 1;
         Ok(true)
     })?;
@@ -412,6 +453,48 @@ fn fill_filter(
     }
     filter.set_complete();
     Ok(Some(n))
+}
+
+/// The overlay's index in the daemon: events stay in the log (`runs.rs`), idempotency
+/// records go into the index's blocks (`idem_index.rs`).
+struct Indexes {
+    idem: Arc<IdemIndex>,
+}
+
+impl Index for Indexes {
+    fn located(&self, key: &[u8]) -> bool {
+        EventIndex.located(key)
+    }
+    fn floor(&self) -> u64 {
+        EventIndex.floor()
+    }
+    fn write(
+        &self,
+        kv: &dyn Kv,
+        puts: &[(&[u8], Pos)],
+        deletes: &[&[u8]],
+    ) -> Result<(), StorageError> {
+        EventIndex.write(kv, puts, deletes)
+    }
+    fn bulk(&self, key: &[u8]) -> bool {
+        key.first() == Some(&IDEM)
+    }
+    /// A binding goes into the layer's block; a deletion (the pruner's, of a binding
+    /// past the TTL) removes an earlier release's record from sled, if any: the block's
+    /// copy is forgotten by the pruner's cutoff.
+    fn write_bulk(&self, kv: &dyn Kv, writes: &[(&[u8], &Value)]) -> Result<(), StorageError> {
+        let mut entries = Vec::with_capacity(writes.len());
+        for (key, value) in writes {
+            match value {
+                Some(v) => entries.push(idem_index::Entry {
+                    hash: idem_index::digest(key),
+                    rec: decode::<IdemRecordV1>(key, v)?.into(),
+                }),
+                None => kv.remove(key)?,
+            }
+        }
+        self.idem.write(kv, entries)
+    }
 }
 
 impl Drop for SledStore {
@@ -521,7 +604,8 @@ impl Store for SledStore {
         for (key, rec) in &a.idempotency {
             let k = idem_key(account, key);
             // Into the filter before the overlay, so before the key can reach sled.
-            self.idem_filter.insert(self.idem_filter.hash(&k), rec.at);
+            let hash = IdemFilter::hash(&idem_index::digest(&k));
+            self.idem_filter.insert(hash, rec.at);
             writes.push((k, Some(encode(&IdemRecordV1::from(rec)))));
         }
         if let Some(acct) = a.snapshot {
@@ -637,27 +721,33 @@ impl Store for SledStore {
 
     /// The overlay's layers first (memory), then the filter: once it is complete, a key
     /// it does not hold is in no layer and not in sled, so a fresh key reads no disk.
-    /// Otherwise ("maybe", or the filter still being built at open) sled is read.
+    /// Otherwise ("maybe", or the filter still being built at open) the index's blocks
+    /// are probed, then sled, for an earlier release's record. A binding made before the
+    /// pruner's last cutoff is forgotten, wherever it still lies.
     fn idempotency(&self, account: &str, key: &str) -> Result<Option<IdemRecord>, StorageError> {
         let k = idem_key(account, key);
         let f = &self.idem_filter;
-        let bytes = match self.overlay.get_layers(&k) {
+        let decoded = |v: Vec<u8>| decode::<IdemRecordV1>(&k, &v).map(IdemRecord::from);
+        let rec = match self.overlay.get_layers(&k) {
             Some(v) => {
                 self.lookups.overlay.increment(1);
-                v
-            }
-            None if f.is_complete() && !f.may_contain(f.hash(&k)) => {
-                self.lookups.filter.increment(1);
-                None
+                v.map(decoded).transpose()?
             }
             None => {
-                self.lookups.sled.increment(1);
-                self.kv.get(&k)?
+                let hash = idem_index::digest(&k);
+                if f.is_complete() && !f.may_contain(IdemFilter::hash(&hash)) {
+                    self.lookups.filter.increment(1);
+                    None
+                } else {
+                    self.lookups.sled.increment(1);
+                    match self.idem.lookup(&*self.kv, &hash)? {
+                        Some(rec) => Some(rec),
+                        None => self.kv.get(&k)?.map(decoded).transpose()?,
+                    }
+                }
             }
         };
-        bytes
-            .map(|v| decode::<IdemRecordV1>(&k, &v).map(Into::into))
-            .transpose()
+        Ok(rec.filter(|r| r.at.millis() >= self.idem.forgotten_before()))
     }
 
     fn prune_idempotency(&self, cutoff: Ts) -> Result<u64, StorageError> {
@@ -671,8 +761,10 @@ impl Store for SledStore {
             }
             Ok(true)
         })?;
-        // The filter forgets by the same cutoff: the generations whose keys were all bound
-        // before it (deleted above, or no longer remembered anyway).
+        // The index forgets by the same cutoff (and deletes the blocks of the slices that
+        // ended by then), and so does the filter: the generations whose keys were all
+        // bound before it.
+        n += self.idem.forget_before(&*self.kv, cutoff)?;
         self.idem_filter.forget_before(cutoff);
         Ok(n)
     }
@@ -816,6 +908,10 @@ impl Store for SledStore {
     /// (drop after close) only syncs.
     fn close(&self) -> Result<(), StorageError> {
         self.stop_filter_build();
+        self.idem.stop();
+        if let Some(merger) = self.merger.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = merger.join();
+        }
         let Some(checkpointer) = self
             .checkpointer
             .lock()
@@ -940,7 +1036,14 @@ impl SledStore {
     /// Writes the layers that are ready into their keys (what the checkpointer thread
     /// does), for a store opened without that thread. Answers how many.
     pub fn checkpoint_step(&self) -> Result<usize, StorageError> {
-        self.overlay.checkpoint_ready()
+        let n = self.overlay.checkpoint_ready()?;
+        self.idem.compact(&*self.kv)?;
+        Ok(n)
+    }
+
+    /// The idempotency index (tests and the benchmarks look at it).
+    pub fn idempotency_index(&self) -> &IdemIndex {
+        &self.idem
     }
 
     /// Log records (and earlier releases' group records) replayed when it opened.
@@ -1098,8 +1201,9 @@ mod tests {
         assert_eq!(store.totals(), expected);
     }
 
-    /// Expired idempotency records go, wherever they are (already in sled from a previous
-    /// run, or still in the overlay), the others stay; a key re-bound since is kept.
+    /// Expired idempotency records go, wherever they are (in the index's blocks from a
+    /// previous run, in sled as an earlier release wrote them, or still in the overlay),
+    /// the others stay; a key re-bound since is kept.
     #[test]
     fn prune_idempotency_scans_sled_and_the_overlay() {
         let dir = tempfile::tempdir().unwrap();
@@ -1128,9 +1232,24 @@ mod tests {
                     if i % 2 == 0 { 10 } else { 1000 },
                 );
             }
-        } // closed: everything is in its own key now
+        } // closed: everything is in the index's blocks now
+        {
+            // An earlier release's records, a key each in sled.
+            let kv = SledKv::open(dir.path(), 1 << 20).unwrap();
+            for i in 0..100 {
+                let rec = IdemRecord {
+                    fingerprint: [0; 16],
+                    seq: 1,
+                    at: Ts(if i % 2 == 0 { 30 } else { 1500 }),
+                };
+                let k = idem_key("acct", &format!("old-{i}"));
+                kv.insert(&k, &encode(&IdemRecordV1::from(&rec))).unwrap();
+            }
+            kv.sync().unwrap();
+        }
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(scan_prefix(&*store.kv, &[IDEM]).count(), 500);
+        assert_eq!(scan_prefix(&*store.kv, &[IDEM]).count(), 100);
+        assert_eq!(store.idempotency_index().stats().1, 500);
         for i in 0..50 {
             bind(
                 &store,
@@ -1139,14 +1258,28 @@ mod tests {
             );
         }
         bind(&store, "disk-0", 3000); // re-bound: now fresh
-        assert_eq!(store.prune_idempotency(Ts(500)).unwrap(), 250 - 1 + 25);
+                                      // Deleted: the earlier release's and the overlay's expired records. The blocks'
+                                      // are forgotten, and deleted with their slice (7 days of TTL: a slice of 42 h).
+        assert_eq!(store.prune_idempotency(Ts(500)).unwrap(), 50 + 25);
         let live = |key: &str| store.idempotency("acct", key).unwrap().is_some();
         assert!(live("disk-0") && !live("disk-2") && live("disk-3"));
         assert!(!live("mem-0") && live("mem-1"));
+        assert!(!live("old-0") && live("old-1"));
         assert_eq!(store.prune_idempotency(Ts(500)).unwrap(), 0);
         drop(store);
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(scan_prefix(&*store.kv, &[IDEM]).count(), 500 + 50 - 274);
+        assert_eq!(scan_prefix(&*store.kv, &[IDEM]).count(), 50);
+        let live = |key: &str| store.idempotency("acct", key).unwrap().is_some();
+        assert!(live("disk-0") && !live("disk-2") && live("disk-3"));
+        assert!(!live("mem-0") && live("mem-1"));
+        assert!(!live("old-0") && live("old-1"));
+        let slice = Options::default().idempotency_filter.ttl_ms / SLICES_PER_TTL;
+        assert_eq!(
+            store.prune_idempotency(Ts(slice)).unwrap(),
+            500 + 25 + 1 + 50
+        );
+        assert_eq!(store.idempotency_index().stats(), (0, 0));
+        assert!(!live("disk-0") && !live("mem-1") && !live("old-1"));
     }
 
     /// Events are not written into sled: the checkpointer indexes where they lie in the
@@ -1284,7 +1417,7 @@ mod tests {
 
     impl Kv for CountingKv {
         fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-            if key.first() == Some(&IDEM) {
+            if key.first() == Some(&IDEM) || key.first() == Some(&idem_index::TAG) {
                 self.idem_gets.fetch_add(1, Ordering::Relaxed);
             }
             self.inner.get(key)
@@ -1372,6 +1505,8 @@ mod tests {
         assert!(store.replayed() > 0);
         assert!(store.idempotency_filter().is_complete());
         let reads = || kv.idem_gets.load(Ordering::Relaxed);
+        // (The filter's build at open read the blocks' chunks.)
+        let at_open = reads();
         for i in 0..1000 {
             assert_eq!(
                 store.idempotency("acct", &format!("fresh-{i}")).unwrap(),
@@ -1379,7 +1514,8 @@ mod tests {
             );
         }
         // A few false positives read sled; 1 MiB for 500 keys makes them rare.
-        assert!(reads() <= 2, "{} sled reads for 1000 fresh keys", reads());
+        let read = reads() - at_open;
+        assert!(read <= 3, "{read} sled reads for 1000 fresh keys");
         let before = reads();
         for i in 0..300 {
             let key = format!("closed-{i}");
@@ -1389,7 +1525,12 @@ mod tests {
             let key = format!("replayed-{i}");
             assert!(store.idempotency("acct", &key).unwrap().is_some(), "{key}");
         }
-        assert_eq!(reads() - before, 500, "bound keys are read from sled");
+        // One chunk of each block the hash can lie in, newest first, until found.
+        let read = reads() - before;
+        assert!(
+            (500..=1000).contains(&read),
+            "{read} reads for 500 bound keys"
+        );
         // Bound now: answered by the overlay, then, once checkpointed, from sled.
         bind(&store, "new", 500);
         let before = reads();
@@ -1400,10 +1541,12 @@ mod tests {
         store.checkpoint_step().unwrap();
         assert!(store.overlay.get_layers(&idem_key("acct", "new")).is_none());
         assert!(store.idempotency("acct", "new").unwrap().is_some());
-        assert_eq!(reads(), before + 1);
-        // Pruned past the TTL: their generation goes, with the records.
-        assert_eq!(store.prune_idempotency(Ts(101)).unwrap(), 500);
+        assert!(reads() > before);
+        // Pruned past the TTL: their generation goes, with their slice's blocks (the
+        // TTL of 1 s in slices of 250 ms).
+        assert_eq!(store.prune_idempotency(Ts(250)).unwrap(), 500);
         assert_eq!(store.idempotency_filter().generations(), 1);
+        assert_eq!(store.idempotency("acct", "closed-0").unwrap(), None);
         drop(store);
         drop(kv);
 
@@ -1436,7 +1579,7 @@ mod tests {
         options.idempotency_filter.bytes = 0;
         let store = SledStore::open_on(kv.clone(), Box::new(files), options).unwrap();
         assert_eq!(store.idempotency("acct", "fresh").unwrap(), None);
-        assert_eq!(kv.idem_gets.load(Ordering::Relaxed), 1);
+        assert!(kv.idem_gets.load(Ordering::Relaxed) >= 1);
     }
 
     /// A store left by the previous release with group records (`L‖n` in sled) that no
