@@ -29,6 +29,7 @@ fn setup(
         durability,
         65_536,
         8192,
+        std::time::Duration::ZERO,
         Box::new(NoObserver),
     );
     let registry = Registry::new();

@@ -145,6 +145,7 @@ pub async fn run(
         durability,
         config.storage.journal_queue_max,
         config.storage.group_commit_max,
+        Duration::from_micros(config.storage.group_commit_delay_us),
         Box::new(MetricsObserver),
     );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::from_env()?);
