@@ -600,7 +600,8 @@ fn logs_are_json_lines_when_configured() {
 /// same books before, during and after.
 #[test]
 fn the_checkpointer_writes_layers_in_the_background() {
-    let d = Daemon::start("");
+    // A layer a second (the default is 4 s), so the test waits one second, not four.
+    let d = Daemon::start("[storage]\ncheckpoint_after_ms = 1000\n");
     d.create("cp", "agency");
     assert_eq!(d.debit("cp", "caption_generation", 1, "c1").0, 200);
     assert_eq!(
